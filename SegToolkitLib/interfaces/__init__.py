@@ -1,0 +1,1 @@
+"""User interfaces on top of the core: the ``segtoolkit`` command line and the demo."""

@@ -1,0 +1,1 @@
+"""Measurements radiologists report (volumes, diameters, intensity statistics) and evaluation metrics."""
