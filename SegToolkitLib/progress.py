@@ -8,7 +8,7 @@ progress bar with a Cancel button in.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from typing import Callable
 
 from .errors import CancelledError
 
@@ -35,8 +35,8 @@ class CancelToken:
             raise CancelledError("cancelled by the user")
 
 
-def report(progress: Optional[ProgressCallback], fraction: float, message: str = "",
-           cancel: Optional[CancelToken] = None) -> None:
+def report(progress: ProgressCallback | None, fraction: float, message: str = "",
+           cancel: CancelToken | None = None) -> None:
     """Forward a progress update (if anyone listens) and honour a pending cancel request."""
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -44,7 +44,7 @@ def report(progress: Optional[ProgressCallback], fraction: float, message: str =
         progress(min(max(float(fraction), 0.0), 1.0), message)
 
 
-def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
+def scaled(progress: ProgressCallback | None, start: float, stop: float) -> ProgressCallback | None:
     """A callback that maps a sub-task's 0..1 onto ``start..stop`` of the parent's progress."""
     if progress is None:
         return None
@@ -80,7 +80,7 @@ class ConsoleProgress:
     def close(self) -> None:
         self._bar.close()
 
-    def __enter__(self) -> "ConsoleProgress":
+    def __enter__(self) -> ConsoleProgress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,9 +7,12 @@ Slicer's ``.seg.nrrd`` segmentations (see :mod:`.segmentation_file`) and 2D imag
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,7 +40,7 @@ class LabelMap:
         return label_values(self.image)
 
 
-def read_image(path: Path | str, series_uid: Optional[str] = None) -> sitk.Image:
+def read_image(path: Path | str, series_uid: str | None = None) -> sitk.Image:
     """Read any supported image file, or the DICOM series in a folder, keeping its geometry.
 
     For a DICOM folder with several series the one with the most slices is read unless ``series_uid`` picks
@@ -56,6 +59,8 @@ def read_image(path: Path | str, series_uid: Optional[str] = None) -> sitk.Image
     if suffix not in READ_SUFFIXES and suffix != ".dcm":
         raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'}; "
                          f"use one of {', '.join(READ_SUFFIXES)} or a DICOM folder")
+    if suffix in (".nii", ".nii.gz"):
+        check_nifti_complete(path)  # ITK's NIfTI reader zero-fills truncated files without a word
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -66,7 +71,7 @@ def read_image(path: Path | str, series_uid: Optional[str] = None) -> sitk.Image
     return image
 
 
-def read_scalar_image(path: Path | str, series_uid: Optional[str] = None,
+def read_scalar_image(path: Path | str, series_uid: str | None = None,
                       dimensions: Sequence[int] = (2, 3)) -> sitk.Image:
     """Read an image that must be scalar (one value per voxel) and of one of ``dimensions``."""
     image = read_image(path, series_uid)
@@ -87,7 +92,7 @@ def check_scalar(image: sitk.Image, name: str, dimensions: Sequence[int] = (2, 3
                          "image is needed (split 4D series into single volumes first)")
 
 
-def read_dicom_series(folder: Path | str, series_uid: Optional[str] = None) -> sitk.Image:
+def read_dicom_series(folder: Path | str, series_uid: str | None = None) -> sitk.Image:
     """Read one DICOM series from ``folder`` (the largest one, or the one with ``series_uid``)."""
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
@@ -109,7 +114,7 @@ def read_dicom_series(folder: Path | str, series_uid: Optional[str] = None) -> s
         raise InputError(f"{folder}: cannot read DICOM series {chosen} ({_first_line(error)})") from None
 
 
-def read_label_map(path: Path | str, labels: Optional[LabelTable] = None) -> LabelMap:
+def read_label_map(path: Path | str, labels: LabelTable | None = None) -> LabelMap:
     """Read a label map (any image format or ``.seg.nrrd``) and check it holds non-negative integers.
 
     Names come from the ``.seg.nrrd`` header when there is one, else from ``labels``, else defaults.
@@ -205,6 +210,48 @@ def grid_difference(image: sitk.Image, reference: sitk.Image, tolerance: float =
 def check_output_not_input(output: Path | str, inputs: Sequence[Path | str]) -> Path:
     """Check an output path before any work starts (folder exists, not an input)."""
     return check_output_path(output, inputs)
+
+
+def check_nifti_complete(path: Path) -> None:
+    """Raise :class:`InputError` when a NIfTI file holds fewer bytes than its header promises."""
+    opener = gzip.open if compound_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+            expected = _nifti_expected_bytes(header, path)
+            available = len(header) + _count_remaining_bytes(stream)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{path}: file is damaged or incomplete ({error}); download or export it again") from None
+    if available < expected:
+        raise InputError(f"{path}: file is incomplete ({available} of {expected} bytes); it was probably cut off "
+                         "while copying or downloading")
+
+
+def _nifti_expected_bytes(header: bytes, path: Path) -> int:
+    """Header size + voxel data size promised by a NIfTI-1 or NIfTI-2 header (either byte order)."""
+    for order in ("<", ">"):
+        (size,) = struct.unpack(order + "i", header[:4]) if len(header) >= 4 else (0,)
+        if size == 348 and len(header) >= 112:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            break
+        if size == 540 and len(header) >= 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        raise InputError(f"{path}: not a NIfTI file (no valid header); check the file type")
+    voxels = int(np.prod([max(int(d), 1) for d in dims[1:1 + max(0, min(int(dims[0]), 7))]]))
+    return int(max(offset, size)) + voxels * max(int(bitpix), 8) // 8
+
+
+def _count_remaining_bytes(stream) -> int:
+    total = 0
+    while chunk := stream.read(1 << 22):
+        total += len(chunk)
+    return total
 
 
 def _picture_to_scalar(image: sitk.Image) -> sitk.Image:

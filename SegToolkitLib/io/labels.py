@@ -76,7 +76,7 @@ class LabelTable:
         self.labels[value] = label
         return label
 
-    def covering(self, values: Iterable[int]) -> "LabelTable":
+    def covering(self, values: Iterable[int]) -> LabelTable:
         """A copy that also names every value in ``values`` (unknown values get defaults)."""
         table = LabelTable(dict(self.labels))
         for value in values:
@@ -88,14 +88,14 @@ class LabelTable:
         return {str(label.value): {"name": label.name, "color": list(label.color)} for label in self}
 
     @classmethod
-    def from_names(cls, names: Mapping[int, str]) -> "LabelTable":
+    def from_names(cls, names: Mapping[int, str]) -> LabelTable:
         table = cls()
         for value, name in names.items():
             table.add(int(value), name)
         return table
 
     @classmethod
-    def from_mapping(cls, data: Mapping, source: str = "label table") -> "LabelTable":
+    def from_mapping(cls, data: Mapping, source: str = "label table") -> LabelTable:
         """Parse any of the spellings listed in the module docstring."""
         if isinstance(data.get("labels"), Mapping):
             data = data["labels"]
@@ -107,7 +107,7 @@ class LabelTable:
         return table
 
     @classmethod
-    def from_json(cls, path: Path | str) -> "LabelTable":
+    def from_json(cls, path: Path | str) -> LabelTable:
         """Read a label table JSON file (see the module docstring for accepted forms)."""
         path = Path(path)
         if not path.is_file():

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ... import __version__
 from ...errors import SegToolkitError
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``segtoolkit`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ...io import check_output_path, write_text_atomic
 
@@ -20,7 +20,7 @@ def add_output_argument(parser: argparse.ArgumentParser, required: bool = False,
     parser.add_argument("-o", "--output", type=Path, required=required, help=help)
 
 
-def emit(text: str, output: Optional[Path], inputs: Sequence[Path] = ()) -> None:
+def emit(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
     """Print ``text`` or write it atomically to ``output``."""
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -29,7 +29,7 @@ def emit(text: str, output: Optional[Path], inputs: Sequence[Path] = ()) -> None
     write_text_atomic(output, text if text.endswith("\n") else text + "\n")
 
 
-def format_rows(rows: list[dict], fmt: str, columns: Optional[list[str]] = None, document: Optional[dict] = None) -> str:
+def format_rows(rows: list[dict], fmt: str, columns: list[str] | None = None, document: dict | None = None) -> str:
     """Render a list of flat dicts as an aligned table, CSV, or JSON (``document`` wraps the rows for JSON)."""
     if fmt == "json":
         return json.dumps(document if document is not None else rows, indent=2)
