@@ -1,0 +1,74 @@
+"""Install SegToolkit's Python dependencies inside Slicer on first use, after the user agrees.
+
+* Packages of ``Resources/requirements.txt`` (scipy, scikit-image...) through Slicer's own pip helper:
+  ``slicer.packaging.pip_ensure`` (Slicer 5.12+: checks, asks, shows progress, offers a restart) or, in older
+  releases, ``slicer.util.pip_install`` after a confirmation dialog.
+* Slicer's own numpy, SimpleITK and vtk (and torch, which belongs to the PyTorch extension) are never installed
+  or upgraded by pip: those lines are dropped and pip is told to leave them alone.
+
+Runs only inside the Slicer application (the functions use ``slicer.util`` dialogs); nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+PROTECTED = ("numpy", "SimpleITK", "vtk", "torch", "torchvision")  # owned by Slicer / the PyTorch extension
+IMPORT_NAMES = {"scikit-image": "skimage"}
+
+
+def read_requirements(path: Path | str) -> list[str]:
+    """Requirement lines of the file, protected packages removed."""
+    lines = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if _package_name(line) not in PROTECTED:
+            lines.append(line)
+    return lines
+
+
+def missing(requirements: list[str]) -> list[str]:
+    """Requirements whose package cannot be imported at all (version checks are left to pip)."""
+    return [line for line in requirements
+            if importlib.util.find_spec(IMPORT_NAMES.get(_package_name(line), _package_name(line))) is None]
+
+
+def ensure_requirements(path: Path | str, requester: str = "SegToolkit") -> bool:
+    """Make sure the required packages are installed; True when they are usable now."""
+    import slicer
+
+    requirements = read_requirements(path)
+    if not missing(requirements):
+        return True
+    try:
+        from slicer import packaging  # Slicer 5.12+
+    except ImportError:
+        packaging = None
+    if packaging is not None and hasattr(packaging, "pip_ensure"):
+        packaging.pip_ensure(requirements, requester=requester)
+        return not missing(requirements)
+    needed = missing(requirements)
+    if not slicer.util.confirmOkCancelDisplay(
+            f"{requester} needs these Python packages, which will be downloaded and installed now:\n\n"
+            + "\n".join(needed), windowTitle=f"{requester}: install Python packages"):
+        return False
+    _pip_install(needed)
+    return not missing(requirements)
+
+
+def _pip_install(requirements: list[str]) -> None:
+    """Install without letting pip replace Slicer's packages (``skip_packages``, Slicer 5.12+)."""
+    import slicer
+
+    try:
+        slicer.util.pip_install(requirements, skip_packages=list(PROTECTED))
+    except TypeError:  # Slicer < 5.12: no skip_packages; pip's default strategy keeps satisfied numpy as it is
+        slicer.util.pip_install(requirements)
+
+
+def _package_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip()

@@ -1,0 +1,1 @@
+"""The Region growing Segment Editor effect of SegToolkit."""

@@ -1,0 +1,1 @@
+"""The Snake Segment Editor effect of SegToolkit."""
