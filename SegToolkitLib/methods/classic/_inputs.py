@@ -1,0 +1,68 @@
+"""Input checks and seed handling shared by the classic methods."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ...errors import InputError
+from ...geometry import seeds_to_indices
+
+Point = Sequence[float]
+
+
+def checked_float_image(image: sitk.Image, name: str = "image") -> sitk.Image:
+    """The image as float32, after checking it is a scalar 2D/3D image with finite, non-constant values."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} values per voxel; a scalar "
+                         "(grey-value) image is needed")
+    if image.GetDimension() not in (2, 3):
+        raise InputError(f"{name}: is {image.GetDimension()}D; a 2D or 3D image is needed")
+    result = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
+    array = sitk.GetArrayViewFromImage(result)
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name}: contains NaN or infinite values; replace them (e.g. with the background "
+                         "value) before segmenting")
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise InputError(f"{name}: every voxel has the same value ({low:g}); there is nothing to segment")
+    return result
+
+
+def seed_indices(image: sitk.Image, seeds: Iterable[Point], ijk: bool = False, ras: bool = False,
+                 what: str = "seed") -> list[tuple[int, ...]]:
+    """Voxel indices of seed points (physical LPS by default, RAS with ``ras``, voxel indices with ``ijk``)."""
+    seeds = [tuple(float(v) for v in seed) for seed in seeds]
+    dimension = image.GetDimension()
+    for seed in seeds:
+        if len(seed) != dimension:
+            raise InputError(f"{what} {_fmt(seed)}: has {len(seed)} coordinates but the image is {dimension}D; "
+                             f"give {dimension} values ({'X,Y,Z' if dimension == 3 else 'X,Y'})")
+    return seeds_to_indices(image, seeds, ijk=ijk, ras=ras, what=what)
+
+
+def check_range(lower: float | None, upper: float | None) -> None:
+    """Raise :class:`InputError` when an intensity range is reversed or not finite."""
+    for name, value in (("lower", lower), ("upper", upper)):
+        if value is not None and not np.isfinite(value):
+            raise InputError(f"{name} threshold {value}: must be a finite number")
+    if lower is not None and upper is not None and lower > upper:
+        raise InputError(f"lower threshold {lower:g} is above upper threshold {upper:g}; swap them")
+
+
+def array_of(image: sitk.Image) -> np.ndarray:
+    """A read-only numpy view (z, y, x) of an image."""
+    return sitk.GetArrayViewFromImage(image)
+
+
+def image_like(array: np.ndarray, reference: sitk.Image, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
+    """A SimpleITK image from ``array`` with the geometry of ``reference``."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.CopyInformation(reference)
+    return sitk.Cast(image, pixel_type) if image.GetPixelID() != pixel_type else image
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"

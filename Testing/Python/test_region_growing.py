@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from classic_helpers import centre_point, dice, ellipsoid_image, with_geometry
+
+from SegToolkitLib.errors import InputError
+from SegToolkitLib.methods.classic import competitive_growing, confidence_connected, connected_threshold, grow
+
+
+def test_connected_threshold_default_range_from_one_seed_on_oblique_anisotropic_image():
+    image, truth = ellipsoid_image()
+    mask = connected_threshold(image, [centre_point(truth)])
+    assert dice(mask, truth) > 0.95
+    assert mask.GetSpacing() == image.GetSpacing() and mask.GetDirection() == image.GetDirection()
+
+
+def test_explicit_range_and_ijk_seed():
+    image, truth = ellipsoid_image()
+    mask = connected_threshold(image, [(32, 32, 12)], lower=50, upper=200, ijk=True)
+    assert dice(mask, truth) > 0.95
+
+
+def test_confidence_connected():
+    image, truth = ellipsoid_image(noise=8.0)
+    assert dice(confidence_connected(image, [centre_point(truth)]), truth) > 0.95
+
+
+def test_mask_restricts_growing():
+    image, truth = ellipsoid_image()
+    half = sitk.GetArrayFromImage(truth)
+    half[:, :, :32] = 0
+    result = grow(image, [centre_point(truth)], mask=with_geometry(half, truth.GetSpacing(), truth.GetOrigin(),
+                                                                     truth.GetDirection(), sitk.sitkUInt8))
+    assert dice(result, half) > 0.95
+
+
+def two_touching_discs():
+    """Two touching discs of different brightness on a dark background (labels 1 and 2)."""
+    yy, xx = np.mgrid[:80, :120]
+    left = (yy - 40) ** 2 + (xx - 40) ** 2 <= 30 ** 2
+    right = ((yy - 40) ** 2 + (xx - 82) ** 2 <= 14 ** 2) & ~left
+    array = np.where(left, 100.0, np.where(right, 160.0, 0.0)) + np.random.default_rng(1).normal(0, 5, yy.shape)
+    truth = np.where(left, 1, np.where(right, 2, 0)).astype(np.uint8)
+    return with_geometry(array.astype(np.float32), (0.7, 0.7), origin=(5.0, 5.0)), truth
+
+
+def test_competitive_growing_separates_touching_objects():
+    image, truth = two_touching_discs()
+    point = lambda y, x: image.TransformIndexToPhysicalPoint((x, y))  # noqa: E731
+    labels = sitk.GetArrayFromImage(competitive_growing(image, {1: [point(40, 40)], 2: [point(40, 84)],
+                                                                0: [point(5, 5), point(75, 115)]}))
+    assert dice(labels == 1, truth == 1) > 0.95
+    assert dice(labels == 2, truth == 2) > 0.9
+
+
+def test_competitive_growing_from_a_seed_label_map_and_grow_entry_point():
+    image, truth = two_touching_discs()
+    seeds = np.zeros_like(truth)
+    seeds[38:42, 38:42], seeds[40, 82], seeds[2, 2] = 1, 2, 3
+    labels = sitk.GetArrayFromImage(grow(image, method="competitive", seed_map=with_geometry(
+        seeds, (0.7, 0.7), origin=(5.0, 5.0), pixel=sitk.sitkUInt8)))
+    assert dice(labels == 1, truth == 1) > 0.95 and dice(labels == 2, truth == 2) > 0.9
+    assert set(np.unique(labels)) == {1, 2, 3}
+
+
+def test_competitive_growing_speed_scale_is_reasonable():
+    """Smoke-size 3D run (the timed 256x256x160 case lives in benchmarks/classic_speed.py)."""
+    image, truth = ellipsoid_image(shape=(20, 48, 48), centre=(10, 24, 24), radii=(6, 12, 12))
+    labels = competitive_growing(image, {1: [centre_point(truth)], 0: [image.TransformIndexToPhysicalPoint((1, 1, 1))]})
+    assert dice(labels, truth) > 0.95
+
+
+def test_growing_bad_inputs():
+    image, truth = ellipsoid_image()
+    seed = centre_point(truth)
+    with pytest.raises(InputError, match="outside the image"):
+        grow(image, [(500.0, 500.0, 500.0)])
+    with pytest.raises(InputError, match="3D"):
+        grow(image, [(1.0, 2.0)])
+    with pytest.raises(InputError, match="above upper"):
+        grow(image, [seed], lower=100, upper=10)
+    with pytest.raises(InputError, match="empty.*--lower"):
+        grow(image, [seed], lower=300, upper=400)
+    with pytest.raises(InputError, match="floods.*--lower"):
+        grow(image, [seed], lower=-1000, upper=1000)
+    with pytest.raises(InputError, match="same value"):
+        grow(with_geometry(np.ones((5, 5, 5), np.float32), (1, 1, 1)), [(2, 2, 2)], ijk=True)
+    with pytest.raises(InputError, match="two labels"):
+        grow(image, [seed], method="competitive")
+    with pytest.raises(InputError, match="competitive"):
+        grow(image, [seed], background_seeds=[seed])
+
+
+@pytest.mark.shared_data
+def test_spleen_ct_one_seed_reaches_target(shared_data):
+    folder = shared_data / "msd_spleen_ct_crop"
+    case = json.loads((folder / "dataset.json").read_text())["cases"][0]
+    image, truth = sitk.ReadImage(str(folder / case["image"])), sitk.ReadImage(str(folder / case["label"]))
+    assert dice(confidence_connected(image, [centre_point(truth)]), truth) >= 0.90
