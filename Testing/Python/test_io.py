@@ -223,6 +223,7 @@ def test_output_errors_and_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="disk full"):
         write_image(make_image(seed=9), existing)
     assert existing.read_bytes() == before  # the old output is intact
+    assert existing.stat().st_mode & 0o644 == 0o644  # readable by others, like any plain file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]  # no temporary left
 
 
