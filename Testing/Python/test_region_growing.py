@@ -98,4 +98,21 @@ def test_spleen_ct_one_seed_reaches_target(shared_data):
     folder = shared_data / "msd_spleen_ct_crop"
     case = json.loads((folder / "dataset.json").read_text())["cases"][0]
     image, truth = sitk.ReadImage(str(folder / case["image"])), sitk.ReadImage(str(folder / case["label"]))
+    assert dice(grow(image, [centre_point(truth)]), truth) >= 0.92  # command defaults (benchmark: 0.943)
     assert dice(confidence_connected(image, [centre_point(truth)]), truth) >= 0.90
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("case_name", ["SCD0000101_ED", "SCD0000301_ED"])
+def test_sunnybrook_lv_blood_pool_one_seed_grows_slice_by_slice(shared_data, case_name):
+    folder = shared_data / "sunnybrook_cardiac_lv"
+    case = next(c for c in json.loads((folder / "dataset.json").read_text())["cases"] if c["case"] == case_name)
+    image = sitk.ReadImage(str(folder / case["image"]))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / case["label"]))) == 1
+    slices = case["annotated_slices_0_based"]["1"]
+    middle = slices[len(slices) // 2]
+    centre = np.argwhere(truth[middle]).mean(axis=0)[::-1]
+    seed = image.TransformContinuousIndexToPhysicalPoint([float(centre[0]), float(centre[1]), float(middle)])
+    result = sitk.GetArrayFromImage(grow(image, [seed])) > 0  # thick slices: "auto" grows per slice
+    assert dice(result[slices], truth[slices]) >= 0.85
+    assert dice(sitk.GetArrayFromImage(grow(image, [seed], geometry="3d"))[slices], truth[slices]) < 0.7

@@ -24,6 +24,11 @@ def register(subparsers) -> None:
                         help="background seed for --method competitive (repeatable)")
     parser.add_argument("--method", choices=("connected", "confidence", "competitive"), default="connected",
                         help="growing method (default: connected)")
+    parser.add_argument("--geometry", choices=("auto", "3d", "slices"), default="auto",
+                        help="connected: grow in 3D (range from the seed neighbourhood, refined once from the grown "
+                             "region) or per 2D slice with slice-to-slice propagation (local Otsu bound, convex "
+                             "slices); auto (default) picks slices when the slice spacing is > 3x the in-plane "
+                             "spacing and >= 6 mm (e.g. cine cardiac MRI)")
     parser.add_argument("--lower", type=float, help="lowest value grown into (connected)")
     parser.add_argument("--upper", type=float, help="highest value grown into (connected)")
     parser.add_argument("--seeds", dest="seed_map", metavar="LABELMAP",
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result = grow(image, plain, args.method, background_seeds=parse_points(args.background_seed, image,
                                                                             "background seed"),
                   labelled_seeds=labelled or None, seed_map=seed_map, mask=mask, lower=args.lower, upper=args.upper,
-                  ijk=args.ijk, ras=args.ras)
+                  geometry=args.geometry, ijk=args.ijk, ras=args.ras)
     write_result(result, args.output, "grown region")
     return 0
 

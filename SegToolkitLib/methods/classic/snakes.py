@@ -12,6 +12,13 @@ follows the CFL condition so the contour moves at most about half a voxel per it
 
 Everything runs inside a box around the contour that grows when the contour reaches its border, so a click in a
 large image stays fast.
+
+Shape prior (``shape``): ``"ellipse"`` keeps the contour elliptical. It starts from an ellipse fitted robustly to the
+bright ridge enclosing the seed (rays cast from the seed, RANSAC; see :mod:`.ellipse`) and, every 5 iterations, the
+level set is projected onto the ellipse with the same moments as the current region. ``"auto"`` (the default) turns
+the prior on for a 2D image clicked inside a closed bright elliptical ridge (a fetal skull in an obstetric
+ultrasound plane, a vessel cross-section), i.e. when the ridge fit is found and at least 25 % of the rays agree with
+it; otherwise (3D images, an initial mask, no ridge) the contour is free.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from ...errors import InputError
 from ...progress import CancelToken, ProgressCallback, report
 from ._inputs import Point, array_of, checked_float_image, image_like, seed_indices
 from .cleanup import as_mask, check_result
+from .ellipse import fit_ridge_ellipse, moment_ellipse
 from .feature_maps import ball_values, edge_map, gradient_magnitude, region_probability, seed_range, smooth
 
 MODELS = ("geodesic", "chan-vese")
 FEATURES = ("edge", "region")
 REGION_RANGE_K = 4.0  # robust standard deviations of the smoothed seed neighbourhood
+SHAPES = ("auto", "ellipse", "free")
+ELLIPSE_MIN_AGREEMENT = 0.25  # share of rays on the fitted ridge ellipse for shape="auto" to use the prior
+PROJECTION_INTERVAL = 5
 
 
 @dataclass
@@ -64,15 +75,17 @@ class SnakeSession:
 
     def __init__(self, image: sitk.Image, seeds: Sequence[Point] | None = None,
                  initial_mask: sitk.Image | None = None, *, model: str = "geodesic", feature: str = "edge",
-                 expansion: float = 1.0, smoothness: float = 0.3, edge_attraction: float = 1.0,
+                 expansion: float | None = None, smoothness: float = 0.3, edge_attraction: float = 1.0,
                  region_weight: float = 1.0, radius_mm: float | None = None, sigma_mm: float | None = None,
                  edge_strength: float | None = None, intensity_range: tuple[float, float] | None = None,
-                 ijk: bool = False, ras: bool = False) -> None:
+                 shape: str = "auto", ijk: bool = False, ras: bool = False) -> None:
+        if shape not in SHAPES:
+            raise InputError(f"snake shape {shape!r}: choose one of {', '.join(SHAPES)}")
         if model not in MODELS:
             raise InputError(f"snake model {model!r}: choose one of {', '.join(MODELS)}")
         if feature not in FEATURES:
             raise InputError(f"snake feature {feature!r}: choose one of {', '.join(FEATURES)}")
-        for name, value in (("expansion", expansion), ("smoothness", smoothness),
+        for name, value in (("expansion", 0.0 if expansion is None else expansion), ("smoothness", smoothness),
                             ("edge attraction", edge_attraction), ("region weight", region_weight)):
             if not np.isfinite(value):
                 raise InputError(f"snake {name} {value}: must be a finite number")
@@ -80,7 +93,7 @@ class SnakeSession:
             raise InputError("snake smoothness, edge attraction and region weight must not be negative")
         self.input_image = checked_float_image(image)
         self.model, self.feature = model, feature
-        self.parameters = SnakeParameters(expansion, smoothness, edge_attraction, region_weight)
+        self.parameters = SnakeParameters(1.0, smoothness, edge_attraction, region_weight)
         self.sigma_mm = float(sigma_mm) if sigma_mm is not None else default_sigma_mm(self.input_image)
         if self.sigma_mm <= 0:
             raise InputError(f"snake smoothing sigma {self.sigma_mm:g} mm: must be positive")
@@ -92,9 +105,16 @@ class SnakeSession:
         self._spacing = np.array(self.image.GetSpacing(), dtype=np.float64)[::-1]  # numpy axis order
         self._shape = np.array(self.image.GetSize())[::-1]
         initial, seed_voxels = self._initial_region(seeds, initial_mask, radius_mm, ijk, ras)
+        self.shape = "free" if shape == "free" or self.image.GetDimension() != 2 else shape
+        if self.shape != "free":
+            initial = self._ellipse_start(initial, seed_voxels, initial_mask is None)
+        # default balloon: inflate a seed bubble; none when starting on the fitted outline or for chan-vese
+        self.parameters.expansion = float(expansion) if expansion is not None else \
+            0.0 if self.model == "chan-vese" or self.shape == "ellipse" else 1.0
         self._configure_feature(seed_voxels, initial, edge_strength, intensity_range)
         self.iteration = 0
         self._changes: list[int] = []
+        self._ellipses: list[tuple] = []  # (centre, axes) in voxels after each projection (ellipse prior)
         self._low, self._high = self._box_around(initial, margin=self._margin(initial))
         self._load_roi()
         self._phi = self._signed_distance(initial[self._roi])
@@ -103,6 +123,9 @@ class SnakeSession:
     @property
     def converged(self) -> bool:
         """True once the contour has (almost) stopped moving over the last iterations."""
+        if self.shape == "ellipse" and len(self._ellipses) >= 2:  # the projected ellipse no longer moves
+            (c0, a0), (c1, a1) = self._ellipses[-2:]
+            return max(np.abs(np.subtract(c0, c1)).max(), np.abs(np.subtract(a0, a1)).max()) < 0.5
         window = 10
         if len(self._changes) < window:
             return False
@@ -210,6 +233,19 @@ class SnakeSession:
             self._smoothed_full = smooth(self.image, self.sigma_mm)
         return self._smoothed_full
 
+    def _ellipse_start(self, initial: np.ndarray, seed_voxels, from_seeds: bool) -> np.ndarray:
+        """The fitted ridge ellipse as the start (and sets ``shape``): 'auto' falls back to a free contour when
+        no ellipse is found; 'ellipse' keeps the prior (projection) even then."""
+        fit = fit_ridge_ellipse(array_of(self.image), tuple(float(v) for v in seed_voxels[0][::-1]),
+                                sigma=2.0) if from_seeds else None
+        if fit is not None and fit.inlier_fraction >= ELLIPSE_MIN_AGREEMENT:
+            self.shape = "ellipse"
+            start = fit.ellipse.mask(tuple(self._shape))
+            return start if start.any() else initial
+        if self.shape == "auto":
+            self.shape = "free"
+        return initial
+
     # ------------------------------------------------------------------------------------- working box (ROI)
     def _margin(self, initial: np.ndarray) -> np.ndarray:
         coords = np.argwhere(initial)
@@ -298,11 +334,21 @@ class SnakeSession:
             dt = min(dt, h * h / (2.0 * phi.ndim * self.parameters.smoothness))
         phi = np.clip(phi + np.float32(dt) * change.astype(np.float32), -self._band, self._band)
         self.iteration += 1
-        if self.iteration % 5 == 0:
-            phi = self._signed_distance(phi < 0)
+        if self.iteration % PROJECTION_INTERVAL == 0:
+            phi = self._signed_distance(self._projected(phi < 0))
         self._phi = phi
         self._changes.append(int(np.count_nonzero(before != (phi < 0))))
         self._grow_roi_if_needed()
+
+    def _projected(self, inside: np.ndarray) -> np.ndarray:
+        """The region itself, or with the ellipse prior its moment ellipse (in the working box)."""
+        if self.shape != "ellipse":
+            return inside
+        ellipse = moment_ellipse(inside)
+        if ellipse is None:
+            return inside
+        self._ellipses.append((ellipse.centre, ellipse.axes))
+        return ellipse.mask(inside.shape)
 
     def _speeds(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outward normal speed (excluding curvature) and the curvature term ``smoothness·kappa·|grad phi|``."""
