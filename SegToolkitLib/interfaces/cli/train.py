@@ -1,0 +1,59 @@
+"""``segtoolkit train DATA -o MODEL_DIR``: train a segmentation network (resumes an interrupted run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ...errors import InputError
+from ...progress import ConsoleProgress
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a deep segmentation model on a dataset folder",
+        description="Train a network on a dataset folder into MODEL_DIR (model.json + model.safetensors + "
+                    "training_curve.png). Run the same command again to resume after an interruption.")
+    parser.add_argument("data", type=Path, metavar="DATA", help="dataset folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL_DIR", help="model folder to write")
+    parser.add_argument("--plan", type=Path, metavar="PLAN.json",
+                        help="plan from 'segtoolkit plan' (default: plan now)")
+    parser.add_argument("--network", default="dynunet", choices=("dynunet", "resenc", "dilated", "swinunetr"),
+                        help="network (default dynunet: U-Net with deep supervision)")
+    parser.add_argument("--fold", type=int, default=0, help="held-out validation fold 0..4 (default 0)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="number of epochs (default: the plan's)")
+    length.add_argument("--time-budget", type=float, metavar="MINUTES", help="train for this many minutes")
+    parser.add_argument("--iterations-per-epoch", type=int, help="steps per epoch (default: the plan's)")
+    parser.add_argument("--init", type=Path, metavar="MODEL_DIR", help="start from this model's weights")
+    parser.add_argument("--freeze-encoder", action="store_true", help="with --init: keep the encoder fixed")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--ignore-label", type=int, help="label value of unannotated voxels (default 255)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...methods.deep import require_deep
+
+    require_deep()
+    from ...methods.deep.dataset import load_dataset
+    from ...methods.deep.planning import load_plan
+    from ...methods.deep.training import TrainingOptions, train
+
+    for name, value in (("--epochs", args.epochs), ("--time-budget", args.time_budget),
+                        ("--iterations-per-epoch", args.iterations_per_epoch)):
+        if value is not None and value <= 0:
+            raise InputError(f"{name} {value}: must be positive")
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(f"{args.output}: exists and is not a folder; give a folder for the model")
+    dataset = load_dataset(args.data, args.ignore_label)
+    plan = load_plan(args.plan) if args.plan else None
+    options = TrainingOptions(network=args.network, fold=args.fold, epochs=args.epochs,
+                              time_budget_minutes=args.time_budget, iterations_per_epoch=args.iterations_per_epoch,
+                              init=args.init, freeze_encoder=args.freeze_encoder, device=args.device, seed=args.seed)
+    with ConsoleProgress("train") as bar:
+        summary = train(dataset, args.output, plan, options, progress=bar)
+    print(f"{args.output}: {summary['epochs']} epochs, {summary['iterations']} iterations in "
+          f"{summary['seconds']:.0f} s; validation Dice {summary['final_validation_dice']:.3f}")
+    return 0

@@ -1,0 +1,323 @@
+"""Inference: the training preprocessing, sliding-window prediction with Gaussian blending, optional mirroring
+test-time augmentation, and the result resampled back onto the exact input grid.
+
+Python API::
+
+    model = load_model("MODEL_DIR")                      # once; then predict many images
+    result = predict(model, image, tta=True, probabilities=True, progress=callback, cancel=token)
+    result.label_map, result.probabilities, result.uncertainty
+
+Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast, about 2x faster on CPUs with native bf16),
+``openvino`` (the network converted once per window shape and cached under ``$SEGTOOLKIT_CACHE`` or
+``~/.cache/segtoolkit``; bf16 where the CPU has it). ``auto`` on CPU picks openvino when it is installed and
+the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is native, else torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ...errors import InputError
+from ...io import LabelMap
+from ...progress import CancelToken, ProgressCallback, report
+from .dataset import _onto_grid
+from .model_package import DeepModel, load_model
+from .planning import training_memory_bytes
+from .preprocessing import preprocess_images, resample, same_grid, working_grid
+
+BACKENDS = ("auto", "torch", "torch-bf16", "openvino")
+OVERLAP = 0.5
+OPENVINO_MIN_WINDOWS = 16
+
+
+@dataclass
+class Prediction:
+    """A prediction on the input grid: labels, optional class probabilities (one component per foreground class)
+    and optional uncertainty (normalised entropy, 0 = certain, 1 = uniform)."""
+
+    label_map: LabelMap
+    probabilities: sitk.Image | None = None
+    uncertainty: sitk.Image | None = None
+    backend: str = "torch"
+    seconds: float = 0.0
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (MemAvailable on Linux); None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def estimate_memory_bytes(model: DeepModel, image: sitk.Image, probabilities: bool = False,
+                          uncertainty: bool = False) -> int:
+    """Peak memory of :func:`predict` for ``image``: input and output volumes, the working-grid arrays of the
+    sliding window (input, blended output and weights per class) and one window's activations."""
+    plan = model.plan
+    classes = len(model.class_values)
+    channels = len(model.channels)
+    input_voxels = math.prod(image.GetSize())
+    grid = working_grid(image, plan["target_spacing"])
+    work_voxels = math.prod(grid.GetSize())
+    on_input = input_voxels * 4 * (channels + 3 + (classes - 1 if probabilities else 0) + (1 if uncertainty else 0))
+    on_grid = work_voxels * 4 * (2 * channels + 2 * classes + 2)
+    window = training_memory_bytes(plan["patch_size"], 1, plan["network"]["strides"], plan["network"]["filters"]) / 8
+    return int(on_input + on_grid + window)
+
+
+def check_memory(model: DeepModel, image: sitk.Image, probabilities: bool, uncertainty: bool, name: str) -> None:
+    """Raise :class:`InputError` before allocating when the estimate exceeds the free memory."""
+    need = estimate_memory_bytes(model, image, probabilities, uncertainty)
+    free = available_memory_bytes()
+    if free is not None and need > free:
+        raise InputError(f"{name}: predicting this {'x'.join(map(str, image.GetSize()))} image needs about "
+                         f"{need / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free; crop the image to the region "
+                         "of interest or free memory")
+
+
+def choose_backend(backend: str, device: str, windows: int = 0, converted: bool = False) -> str:
+    """The backend to run: the user's choice (checked), or the fastest that agrees with fp32 for ``auto``."""
+    from .training import bf16_supported
+
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    openvino = device == "cpu" and importlib.util.find_spec("openvino") is not None
+    if backend == "openvino" and not openvino:
+        raise InputError("backend openvino needs the openvino package and the CPU device (pip install openvino)")
+    if backend != "auto":
+        return backend
+    if openvino and (converted or windows >= OPENVINO_MIN_WINDOWS):
+        return "openvino"
+    return "torch-bf16" if bf16_supported(device) else "torch"
+
+
+def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Image], *, tta: bool = False,
+            probabilities: bool = False, uncertainty: bool = False, largest_component: bool = False,
+            device: str = "auto", backend: str = "auto", name: str = "input",
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Prediction:
+    """Segment one case (an image, or its channels in the model's order) with a model (folder or loaded)."""
+    from .training import resolve_device
+
+    start = time.perf_counter()
+    if not isinstance(model, DeepModel):
+        model = load_model(model, resolve_device(device))
+    channels = [images] if isinstance(images, sitk.Image) else list(images)
+    _check_input(model, channels, name)
+    check_memory(model, channels[0], probabilities, uncertainty, name)
+    choose_backend(backend, model.device)  # reject a bad choice before any work
+    report(progress, 0.02, "preprocessing", cancel)
+    reference = channels[0]
+    channels = [sitk.Cast(reference, sitk.sitkFloat32)] + [_onto_grid(c, reference) for c in channels[1:]]
+    array, grid = preprocess_images(channels, model.plan)
+    roi = _roi(model.plan)
+    chosen = choose_backend(backend, model.device, _window_count(array.shape[1:], roi),
+                            _openvino_xml(model, [1, array.shape[0]] + _network_window(model.plan)).is_file())
+    report(progress, 0.08, "sliding window", cancel)
+    blended = sliding_window(model, array, tta, chosen, progress, cancel)
+    report(progress, 0.9, "resampling to the input grid", cancel)
+    result = _to_input_grid(model, blended, grid, reference, probabilities, uncertainty)
+    if largest_component:
+        result.label_map = keep_largest_components(result.label_map)
+    result.backend = chosen
+    result.seconds = time.perf_counter() - start
+    report(progress, 1.0, "done", cancel)
+    return result
+
+
+def _check_input(model: DeepModel, channels: list[sitk.Image], name: str) -> None:
+    expected = len(model.channels)
+    if len(channels) != expected:
+        raise InputError(f"{name}: the model needs {expected} channel(s) ({', '.join(model.channels)}) but "
+                         f"{len(channels)} image(s) were given")
+    for index, image in enumerate(channels):
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"{name}: channel {index} has several values per voxel; give grey-value images")
+    dimension = channels[0].GetDimension()
+    if dimension not in (2, 3):
+        raise InputError(f"{name}: is a {dimension}D image; the model takes 2D or 3D images")
+    if model.plan["configuration"] == "3d" and (dimension == 2 or channels[0].GetSize()[2] == 1):
+        raise InputError(f"{name}: is a 2D image but this model is a 3D model; give a volume or use a 2D model")
+
+
+def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
+                   progress: ProgressCallback | None, cancel: CancelToken | None) -> np.ndarray:
+    """Class probabilities ``(classes, D, H, W)`` on the working grid (Gaussian-blended windows)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    two_d = model.plan["configuration"] == "2d"
+    roi = _roi(model.plan)
+    total = _window_count(array.shape[1:], roi) or 1
+    done = [0]
+    flips = _mirror_axes(2 if two_d else 3) if tta else [()]
+    autocast = backend == "torch-bf16"
+    network, device = model.network, model.device
+    if backend == "openvino":
+        network = openvino_network(model, [1, array.shape[0]] + _network_window(model.plan))
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        report(progress, 0.08 + 0.8 * done[0] / total, f"window {done[0] + 1}/{total}", cancel)
+        x = windows[:, :, 0] if two_d else windows
+        summed = None
+        for axes in flips:
+            flipped = torch.flip(x, [a + 2 for a in axes]) if axes else x
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                logits = network(flipped)
+            probs = torch.softmax(logits.float(), 1)
+            probs = torch.flip(probs, [a + 2 for a in axes]) if axes else probs
+            summed = probs if summed is None else summed + probs
+        done[0] += windows.shape[0]
+        out = summed / len(flips)
+        return out.unsqueeze(2) if two_d else out
+
+    inputs = torch.from_numpy(array).unsqueeze(0)
+    with torch.inference_mode():
+        out = sliding_window_inference(inputs, roi, 4 if two_d else 1, predictor, overlap=OVERLAP, mode="gaussian",
+                                       sw_device=device, device="cpu")
+    return out[0].numpy()
+
+
+def _network_window(plan: dict) -> list[int]:
+    """The network's input window (array order, without batch and channel)."""
+    return list(reversed(plan["patch_size"]))
+
+
+def _roi(plan: dict) -> list[int]:
+    """The sliding-window region on the (C, D, H, W) array: one slice deep for 2D networks."""
+    window = _network_window(plan)
+    return [1] + window if plan["configuration"] == "2d" else window
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("SEGTOOLKIT_CACHE", Path.home() / ".cache" / "segtoolkit"))
+
+
+def openvino_network(model: DeepModel, window: list[int]):
+    """The network compiled by OpenVINO for one window shape, as a callable on torch tensors (batch of windows).
+    Conversion takes seconds, so the converted model is cached, keyed by the weights and the window shape."""
+    import openvino as ov
+    import torch
+
+    xml = _openvino_xml(model, window)
+    core = ov.Core()
+    if xml.is_file():
+        converted = core.read_model(str(xml))
+    else:
+        with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
+            warnings.simplefilter("ignore")
+            converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+        ov.save_model(converted, str(tmp))
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
+    compiled = core.compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+
+    def run(windows):
+        outputs = [torch.from_numpy(compiled(windows[i:i + 1].float().numpy())[0]) for i in range(windows.shape[0])]
+        return torch.cat(outputs)
+
+    return run
+
+
+def _openvino_xml(model: DeepModel, window: list[int]) -> Path:
+    """Where the converted network for this model and window shape is cached."""
+    weights = model.folder / model.meta.get("weights", "model.safetensors")
+    key = hashlib.sha256(weights.read_bytes() + repr((window, _openvino_version())).encode()).hexdigest()[:20]
+    return cache_folder() / "openvino" / f"{key}.xml"
+
+
+def _openvino_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return ""
+
+
+def _window_count(shape: Sequence[int], roi: Sequence[int]) -> int:
+    count = 1
+    for size, window in zip(shape, roi):
+        interval = max(1, int(window * (1 - OVERLAP)))
+        count *= 1 if size <= window else math.ceil((size - window) / interval) + 1
+    return count
+
+
+def _mirror_axes(dims: int) -> list[tuple[int, ...]]:
+    axes = list(range(dims))
+    return [combo for r in range(dims + 1) for combo in combinations(axes, r)]
+
+
+def _to_input_grid(model: DeepModel, blended: np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                   probabilities: bool, uncertainty: bool) -> Prediction:
+    """Per class: probabilities resampled (linear) onto the input grid, kept as a running argmax so that only a
+    few input-sized arrays exist at a time."""
+    best = best_class = entropy = None
+    kept = []
+    classes = len(model.class_values)
+    for index in range(classes):
+        plane = blended[index][0] if reference.GetDimension() == 2 else blended[index]
+        probability = sitk.GetImageFromArray(np.ascontiguousarray(plane, dtype=np.float32))
+        probability.CopyInformation(grid)
+        on_input = probability if same_grid(grid, reference) else resample(probability, reference, sitk.sitkLinear)
+        values = sitk.GetArrayFromImage(on_input)
+        if best is None:
+            best, best_class = values.copy(), np.zeros(values.shape, dtype=np.int32)
+            entropy = np.zeros(values.shape, dtype=np.float32) if uncertainty else None
+        else:
+            better = values > best
+            best[better], best_class[better] = values[better], index
+        if entropy is not None:
+            clipped = np.clip(values, 1e-8, 1.0)
+            entropy -= clipped * np.log(clipped)
+        if probabilities and index > 0:
+            kept.append(values)
+    lookup = np.asarray(model.class_values, dtype=np.int64)
+    label_values = lookup[best_class]
+    pixel = sitk.sitkUInt8 if lookup.max() < 256 else sitk.sitkUInt16
+    label_image = sitk.Cast(sitk.GetImageFromArray(label_values.astype(np.int64)), pixel)
+    label_image.CopyInformation(reference)
+    result = Prediction(LabelMap(label_image, model.labels.covering(model.class_values[1:])))
+    if probabilities:
+        stacked = np.stack(kept, axis=-1) if len(kept) > 1 else kept[0]
+        result.probabilities = sitk.GetImageFromArray(stacked.astype(np.float32), isVector=len(kept) > 1)
+        result.probabilities.CopyInformation(reference)
+    if entropy is not None:
+        result.uncertainty = sitk.GetImageFromArray((entropy / math.log(classes)).astype(np.float32))
+        result.uncertainty.CopyInformation(reference)
+    return result
+
+
+def keep_largest_components(label_map: LabelMap) -> LabelMap:
+    """Keep only the largest connected component of every label (the rest becomes background)."""
+    from scipy import ndimage
+
+    array = sitk.GetArrayFromImage(label_map.image)
+    for value in label_map.present_values():
+        components, count = ndimage.label(array == value)
+        if count > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            array[(components != int(np.argmax(sizes))) & (components > 0)] = 0
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(label_map.image)
+    return LabelMap(image, label_map.labels)
+

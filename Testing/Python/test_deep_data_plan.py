@@ -1,0 +1,131 @@
+"""Deep engine: dataset folders (both layouts, sparse annotation, bad data) and the self-configured plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from deep_synthetic import make_blob_dataset
+
+from SegToolkitLib.errors import InputError
+from SegToolkitLib.methods.deep.dataset import load_dataset
+from SegToolkitLib.methods.deep.planning import check_plan, load_plan, plan_dataset, save_plan, target_spacing
+
+
+def test_simple_layout_with_extra_channel(tmp_path):
+    folder = make_blob_dataset(tmp_path / "data", cases=3, size=(20, 20, 6))
+    extra = sitk.ReadImage(str(folder / "images" / "case00.nii.gz"))
+    for index in range(3):
+        sitk.WriteImage(extra * 2, str(folder / "images" / f"case{index:02d}_0001.nii.gz"))
+    dataset = load_dataset(folder)
+    assert [case.name for case in dataset.cases] == ["case00", "case01", "case02"]
+    assert all(len(case.images) == 2 for case in dataset.cases)
+    assert dataset.labels.values() == [1] and dataset.ignore_label == 255 and dataset.dimension == 3
+    images, labels = dataset.load_case(dataset.cases[0])
+    assert len(images) == 2 and labels.shape == (6, 20, 20) and set(np.unique(labels)) == {0, 1}
+
+
+def test_nnunet_layout_and_ignore_label(tmp_path):
+    folder = make_blob_dataset(tmp_path / "raw", cases=2, size=(20, 20, 6), nnunet=True, modality="CT")
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["labels"]["ignore"] = 7
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    dataset = load_dataset(folder)
+    assert len(dataset.cases) == 2 and dataset.channels == ["CT"] and dataset.is_ct
+    assert dataset.ignore_label == 7 and dataset.labels.values() == [1]
+
+
+def test_annotated_slices_become_ignore(tmp_path):
+    folder = make_blob_dataset(tmp_path / "data", cases=1, size=(16, 16, 5), labels=2)
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["cases"] = [{"case": "case00", "image": "images/case00.nii.gz", "label": "labels/case00.nii.gz",
+                      "annotated_slices_0_based": {"1": [1, 2, 3], "2": [2, 3]}}]
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    dataset = load_dataset(folder)
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels" / "case00.nii.gz")))
+    _, labels = dataset.load_case(dataset.cases[0])
+    for z in (0, 1, 4):  # not annotated for every label: unknown background, drawn labels kept
+        assert np.all(labels[z][raw[z] == 0] == 255) and np.array_equal(labels[z][raw[z] > 0], raw[z][raw[z] > 0])
+    for z in (2, 3):
+        assert np.array_equal(labels[z], raw[z])
+
+
+def test_bad_datasets(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "labels").mkdir()
+    (empty / "dataset.json").write_text(json.dumps({"labels": {"1": "a"}}))
+    with pytest.raises(InputError, match="no cases"):
+        load_dataset(empty)
+    with pytest.raises(InputError, match="not a dataset folder"):
+        load_dataset(tmp_path)
+    folder = make_blob_dataset(tmp_path / "data", cases=1, size=(16, 16, 4), labels=2)
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"0": "bg", "1": "blob1"}}))
+    dataset = load_dataset(folder)
+    with pytest.raises(InputError, match=r"label values \[2\] are not declared"):
+        dataset.load_case(dataset.cases[0])
+    (folder / "dataset.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_dataset(folder)
+
+
+def test_anisotropic_target_spacing_rule():
+    spacings = [[0.8, 0.8, 5.0], [0.7, 0.7, 6.0], [0.9, 0.9, 4.0], [0.8, 0.8, 5.0]]
+    sizes = [[256, 256, 20]] * 4
+    spacing = target_spacing(spacings, sizes)
+    assert spacing[:2] == pytest.approx([0.8, 0.8])
+    assert spacing[2] == pytest.approx(np.percentile([5.0, 6.0, 4.0, 5.0], 10))
+    assert target_spacing([[1, 1, 1.2], [1, 1, 1.4]], [[64, 64, 64]] * 2) == pytest.approx([1, 1, 1.3])
+
+
+def test_plan_thick_slices_is_2d_and_editable(tmp_path):
+    folder = make_blob_dataset(tmp_path / "data", cases=3, size=(48, 48, 6), spacing=(1.0, 1.0, 5.0))
+    plan = plan_dataset(load_dataset(folder))
+    assert plan["configuration"] == "2d" and len(plan["patch_size"]) == 2
+    assert plan["target_spacing"][2] is None and plan["normalisation"] == [{"scheme": "zscore"}]
+    stride_product = np.prod(plan["network"]["strides"], axis=0)
+    assert all(p % s == 0 for p, s in zip(plan["patch_size"], stride_product))
+    assert plan["memory_estimate_gb"] <= plan["memory_budget_gb"]
+    path = save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(path) == json.loads(json.dumps(plan))
+    broken = dict(plan, patch_size=[32, 32, 8])
+    with pytest.raises(InputError, match="2 values each"):
+        check_plan(broken, "plan.json")
+
+
+def test_plan_isotropic_ct_is_3d_with_ct_normalisation(tmp_path):
+    folder = make_blob_dataset(tmp_path / "data", cases=3, size=(40, 40, 24), spacing=(1.0, 1.0, 1.5),
+                               modality="CT")
+    plan = plan_dataset(load_dataset(folder))
+    assert plan["configuration"] == "3d" and len(plan["patch_size"]) == 3
+    ct = plan["normalisation"][0]
+    assert ct["scheme"] == "ct" and ct["clip"][0] < ct["mean"] < ct["clip"][1]
+    cuda = plan_dataset(load_dataset(folder), device="cuda")
+    assert cuda["network"]["filters"][0] > plan["network"]["filters"][0]
+
+
+@pytest.mark.shared_data
+def test_shared_sunnybrook_and_hc18_load(shared_data):
+    sunnybrook = load_dataset(shared_data / "sunnybrook_cardiac_lv")
+    assert len(sunnybrook.cases) == 8 and sunnybrook.labels.values() == [1, 2]
+    ed = next(case for case in sunnybrook.cases if case.name.endswith("_ED"))
+    _, labels = sunnybrook.load_case(ed)
+    annotated = set(ed.annotated_slices)
+    assert annotated and all(np.all(labels[z] != 0) for z in range(labels.shape[0]) if z not in annotated)
+    hc18 = load_dataset(shared_data / "hc18_fetal_head_ultrasound")
+    assert hc18.dimension == 2 and len(hc18.cases) == 150
+
+
+def test_deep_commands_register_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse\n"
+            "from SegToolkitLib.interfaces.cli import plan, predict, train\n"
+            "from SegToolkitLib.methods.deep import dataset, model_package, planning, preprocessing\n"
+            "parser = argparse.ArgumentParser(); sub = parser.add_subparsers()\n"
+            "[m.register(sub) for m in (plan, train, predict)]\n"
+            "assert 'torch' not in sys.modules and 'monai' not in sys.modules, 'torch imported eagerly'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,154 @@
+"""Deep engine inference: input grid kept (oblique, anisotropic), TTA, probability/uncertainty maps, several
+inputs through the CLI, cancel, and bad inputs (channels, dimension, memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from deep_synthetic import blob_case, dice, make_blob_dataset, small_plan
+
+torch = pytest.importorskip("torch")
+
+from SegToolkitLib.errors import CancelledError, InputError  # noqa: E402
+from SegToolkitLib.interfaces.cli.app import main  # noqa: E402
+from SegToolkitLib.methods.deep import inference  # noqa: E402
+from SegToolkitLib.methods.deep.dataset import load_dataset  # noqa: E402
+from SegToolkitLib.methods.deep.inference import estimate_memory_bytes, keep_largest_components, predict  # noqa: E402
+from SegToolkitLib.methods.deep.model_package import load_model  # noqa: E402
+from SegToolkitLib.methods.deep.planning import plan_dataset  # noqa: E402
+from SegToolkitLib.methods.deep.training import TrainingOptions, train  # noqa: E402
+from SegToolkitLib.progress import CancelToken  # noqa: E402
+
+OBLIQUE = (0.9659258, -0.258819, 0.0, 0.258819, 0.9659258, 0.0, 0.0, 0.0, 1.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_3d(tmp_path_factory):
+    """A small 3D model (two blob labels) trained for a few dozen steps."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("deep3d")
+    data = make_blob_dataset(folder / "data", cases=5, size=(24, 24, 16), spacing=(1.0, 1.0, 1.5), labels=2,
+                             modality="CT")  # fixed normalisation: robust to the test images' other sizes
+    dataset = load_dataset(data)
+    plan = small_plan(plan_dataset(dataset), filters=16, iterations=15)
+    plan["training"]["learning_rate"] = 0.01
+    train(dataset, folder / "model", plan, TrainingOptions(epochs=4))
+    return load_model(folder / "model"), data
+
+
+def test_prediction_is_on_the_exact_oblique_anisotropic_input_grid(model_3d):
+    model, _ = model_3d
+    image, label = blob_case(np.random.default_rng(7), (34, 30, 12), (0.8, 0.8, 2.2), labels=2, direction=OBLIQUE)
+    image.SetOrigin((12.5, -3.0, 40.0))
+    label.CopyInformation(image)
+    result = predict(model, image, largest_component=True)
+    out = result.label_map.image
+    assert out.GetSize() == image.GetSize() and out.GetSpacing() == image.GetSpacing()
+    assert out.GetOrigin() == image.GetOrigin() and out.GetDirection() == image.GetDirection()
+    truth, predicted = sitk.GetArrayFromImage(label), sitk.GetArrayFromImage(out)
+    assert dice(predicted > 0, truth > 0) > 0.7  # a misplaced result would not overlap
+    assert result.label_map.labels.name(2) == "blob2"
+
+
+def test_tta_probabilities_and_uncertainty(model_3d):
+    model, _ = model_3d
+    image, _ = blob_case(np.random.default_rng(3), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
+    plain = predict(model, image, backend="torch")
+    steps = []
+    result = predict(model, image, tta=True, probabilities=True, uncertainty=True, backend="torch",
+                     progress=lambda fraction, message: steps.append(fraction))
+    assert steps == sorted(steps) and steps[-1] == 1.0
+    probabilities = sitk.GetArrayFromImage(result.probabilities)
+    assert result.probabilities.GetNumberOfComponentsPerPixel() == 2 and probabilities.shape == (16, 24, 24, 2)
+    assert probabilities.min() >= 0 and probabilities.sum(-1).max() <= 1.0 + 1e-4
+    labels = sitk.GetArrayFromImage(result.label_map.image)
+    assert np.all(probabilities[labels == 1][:, 0] > 0.3)
+    uncertainty = sitk.GetArrayFromImage(result.uncertainty)
+    assert 0 <= uncertainty.min() and uncertainty.max() <= 1.0 + 1e-5
+    boundary = sitk.GetArrayFromImage(sitk.BinaryContour(sitk.Cast(result.label_map.image > 0, sitk.sitkUInt8))) > 0
+    assert uncertainty[boundary].mean() > uncertainty[~boundary].mean()  # least certain at the edges
+    assert dice(sitk.GetArrayFromImage(plain.label_map.image), labels, 1) > 0.9  # TTA refines, does not change
+
+
+def test_bf16_backend_agrees_with_fp32(model_3d, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGTOOLKIT_CACHE", str(tmp_path))
+    model, _ = model_3d
+    image, _ = blob_case(np.random.default_rng(5), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
+    fp32 = sitk.GetArrayFromImage(predict(model, image, backend="torch").label_map.image)
+    bf16 = sitk.GetArrayFromImage(predict(model, image, backend="torch-bf16").label_map.image)
+    assert dice(fp32 > 0, bf16 > 0) > 0.97
+
+
+def test_openvino_backend_agrees_and_is_cached(model_3d, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    model, _ = model_3d
+    monkeypatch.setenv("SEGTOOLKIT_CACHE", str(tmp_path / "cache"))
+    image, _ = blob_case(np.random.default_rng(5), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
+    fp32 = sitk.GetArrayFromImage(predict(model, image, backend="torch").label_map.image)
+    converted = predict(model, image, backend="openvino")
+    assert converted.backend == "openvino" and len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1
+    assert dice(fp32 > 0, sitk.GetArrayFromImage(converted.label_map.image) > 0) > 0.97
+    assert predict(model, image).backend == "openvino"  # auto uses the cached conversion
+
+
+def test_bad_inputs(model_3d, monkeypatch):
+    model, _ = model_3d
+    image, _ = blob_case(np.random.default_rng(3), (24, 24, 16), (1.0, 1.0, 1.5))
+    with pytest.raises(InputError, match=r"needs 1 channel\(s\)"):
+        predict(model, [image, image])
+    flat, _ = blob_case(np.random.default_rng(3), (24, 24), (1.0, 1.0))
+    with pytest.raises(InputError, match="2D image but this model is a 3D model"):
+        predict(model, flat)
+    big = sitk.Image(512, 512, 300, sitk.sitkInt16)
+    need = estimate_memory_bytes(model, big)
+    assert 1e9 < need < 4e9
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda: int(need // 2))
+    with pytest.raises(InputError, match="needs about .* GB but only"):
+        predict(model, big)
+    monkeypatch.undo()
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        predict(model, image, cancel=token)
+    with pytest.raises(InputError, match="backend"):
+        predict(model, image, backend="tpu")
+
+
+def test_largest_component_keeps_one_piece():
+    array = np.zeros((1, 10, 10), np.uint8)
+    array[0, 1:3, 1:3] = 1
+    array[0, 5:9, 5:9] = 1
+    image = sitk.GetImageFromArray(array)
+    from SegToolkitLib.io import LabelMap, LabelTable
+
+    kept = sitk.GetArrayFromImage(keep_largest_components(LabelMap(image, LabelTable())).image)
+    assert kept.sum() == 16 and kept[0, 1, 1] == 0
+
+
+def test_cli_predicts_several_inputs_with_one_model(model_3d, tmp_path, capsys):
+    model, data = model_3d
+    inputs = [str(data / "images" / f"case0{i}.nii.gz") for i in range(2)]
+    out = tmp_path / "out"
+    code = main(["predict", "-m", str(model.folder), *inputs, "-o", str(out), "--tta", "--backend", "torch",
+                 "--uncertainty", str(tmp_path / "unc"), "--probabilities", str(tmp_path / "prob")])
+    assert code == 0
+    for index in range(2):
+        label = sitk.ReadImage(str(out / f"case0{index}.nii.gz"))
+        truth = sitk.ReadImage(str(data / "labels" / f"case0{index}.nii.gz"))
+        assert label.GetSize() == truth.GetSize()
+        assert (tmp_path / "unc" / f"case0{index}.nii.gz").is_file()
+        assert (tmp_path / "prob" / f"case0{index}.nii.gz").is_file()
+    assert capsys.readouterr().out.count("labels [1, 2]") == 2
+    flat = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(blob_case(np.random.default_rng(0), (20, 20), (1.0, 1.0))[0], str(flat))
+    assert main(["predict", "-m", str(model.folder), str(flat), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "3D model" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()

@@ -1,0 +1,157 @@
+"""Deep engine training: loss with ignore label, a short training run, resume, transfer, model package, accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from deep_synthetic import blob_case, dice, make_blob_dataset, small_plan
+
+torch = pytest.importorskip("torch")
+
+from SegToolkitLib.errors import InputError  # noqa: E402
+from SegToolkitLib.interfaces.cli.app import main  # noqa: E402
+from SegToolkitLib.methods.deep.dataset import load_dataset  # noqa: E402
+from SegToolkitLib.methods.deep.inference import predict  # noqa: E402
+from SegToolkitLib.methods.deep.model_package import load_model, read_model_json  # noqa: E402
+from SegToolkitLib.methods.deep.planning import plan_dataset  # noqa: E402
+from SegToolkitLib.methods.deep.training import TrainingOptions, dice_ce_loss, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest (and steadiest on a shared machine) on one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def blobs_2d(tmp_path_factory):
+    folder = make_blob_dataset(tmp_path_factory.mktemp("blobs2d"), cases=6, size=(40, 40), spacing=(1.0, 1.0))
+    dataset = load_dataset(folder)
+    return dataset, small_plan(plan_dataset(dataset))
+
+
+def test_ignore_label_is_left_out_of_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    ignored = target.clone()
+    ignored[:, :4] = -1
+    other = logits.detach().clone()
+    other[:, :, :4] = torch.randn(2, 3, 4, 8) * 10  # changing ignored voxels' logits changes nothing
+    assert float(dice_ce_loss(logits.detach(), ignored)) == pytest.approx(float(dice_ce_loss(other, ignored)), abs=1e-5)
+    full = float(dice_ce_loss(logits.detach(), target))
+    assert float(dice_ce_loss(logits.detach(), ignored)) != pytest.approx(full, abs=1e-3)
+    loss = dice_ce_loss(logits, ignored)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :4] == 0) and torch.any(logits.grad[:, :, 4:] != 0)
+    assert float(dice_ce_loss(logits.detach(), torch.full_like(target, -1))) == 0.0
+
+
+def test_tiny_model_learns_blobs_and_package_loads_without_pickle(blobs_2d, tmp_path, monkeypatch):
+    dataset, plan = blobs_2d
+    summary = train(dataset, tmp_path / "model", plan, TrainingOptions(epochs=4))
+    assert summary["iterations"] == 4 * plan["training"]["iterations_per_epoch"]
+    assert len(summary["history"]) == 4 and summary["final_validation_dice"] > 0.8
+    files = {path.name for path in (tmp_path / "model").iterdir()}
+    assert {"model.json", "model.safetensors", "training_curve.png"} <= files and "checkpoint" not in files
+    meta = read_model_json(tmp_path / "model")
+    assert meta["format_version"] == 1 and meta["labels"]["1"]["name"] == "blob1" and meta["class_values"] == [0, 1]
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load must not be used")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    model = load_model(tmp_path / "model")
+    image, label = blob_case(np.random.default_rng(42), (40, 40), (1.0, 1.0))
+    result = predict(model, image)
+    assert dice(sitk.GetArrayFromImage(result.label_map.image), sitk.GetArrayFromImage(label)) > 0.8
+
+
+def test_resume_continues_from_checkpoint(blobs_2d, tmp_path):
+    dataset, plan = blobs_2d
+    folder = tmp_path / "model"
+
+    class InterruptError(Exception):
+        pass
+
+    def stop_in_second_epoch(fraction, message):
+        if message.startswith("epoch 2 "):
+            raise InterruptError
+
+    with pytest.raises(InterruptError):
+        train(dataset, folder, plan, TrainingOptions(epochs=3), progress=stop_in_second_epoch)
+    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and not (folder / "model.json").exists()
+    with pytest.raises(InputError, match="other settings"):
+        train(dataset, folder, plan, TrainingOptions(epochs=3, seed=5))
+    summary = train(dataset, folder, plan, TrainingOptions(epochs=3))
+    assert summary["epochs"] == 3 and summary["iterations"] == 3 * plan["training"]["iterations_per_epoch"]
+    assert summary["history"][0] == state["history"][0]  # the first epoch was not redone
+
+
+def test_transfer_learning_with_frozen_encoder(blobs_2d, tmp_path):
+    dataset, plan = blobs_2d
+    train(dataset, tmp_path / "base", plan, TrainingOptions(epochs=1, iterations_per_epoch=2))
+    summary = train(dataset, tmp_path / "tuned", plan, TrainingOptions(epochs=1, iterations_per_epoch=2,
+                                                                       init=tmp_path / "base", freeze_encoder=True))
+    assert summary["init"]["tensors_copied"] > 0 and summary["init"]["frozen_parameters"] > 0
+    base, tuned = load_model(tmp_path / "base"), load_model(tmp_path / "tuned")
+    base_state, tuned_state = base.network.state_dict(), tuned.network.state_dict()
+    encoder = [k for k in base_state if k.startswith("net.input_block.") and k.endswith("weight")]
+    decoder = [k for k in base_state if k.startswith("net.output_block.") and k.endswith("weight")]
+    assert encoder and all(torch.equal(base_state[k], tuned_state[k]) for k in encoder)
+    assert not all(torch.equal(base_state[k], tuned_state[k]) for k in decoder)
+
+
+@pytest.mark.parametrize("network", ["resenc", "dilated", "swinunetr"])
+def test_other_networks_train_and_predict(blobs_2d, tmp_path, network):
+    dataset, plan = blobs_2d
+    summary = train(dataset, tmp_path / network, plan, TrainingOptions(network=network, epochs=1,
+                                                                       iterations_per_epoch=2))
+    assert summary["network"] == network
+    image, _ = blob_case(np.random.default_rng(1), (40, 40), (1.0, 1.0))
+    result = predict(tmp_path / network, image)
+    assert result.label_map.image.GetSize() == (40, 40)
+
+
+def test_cli_train_and_bad_model_folders(tmp_path, capsys):
+    data = make_blob_dataset(tmp_path / "data", cases=3, size=(24, 24), spacing=(1.0, 1.0))
+    assert main(["plan", str(data), "-o", str(tmp_path / "plan.json")]) == 0
+    plan = small_plan(json.loads((tmp_path / "plan.json").read_text()), iterations=2)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["train", str(data), "-o", str(tmp_path / "model"), "--plan", str(tmp_path / "plan.json"),
+                 "--epochs", "1", "--network", "dilated"]) == 0
+    assert "validation Dice" in capsys.readouterr().out
+    assert main(["train", str(data), "-o", str(tmp_path / "m2"), "--epochs", "0"]) == 2
+    assert "--epochs 0" in capsys.readouterr().err
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="corrupt weights"):
+        load_model(tmp_path / "model")
+    (tmp_path / "model" / "model.json").write_text("{")
+    with pytest.raises(InputError, match="corrupt model description"):
+        load_model(tmp_path / "model")
+    with pytest.raises(InputError, match="not a SegToolkit model folder"):
+        load_model(tmp_path / "data")
+    assert main(["predict", "-m", str(tmp_path / "data"), str(data / "images" / "case00.nii.gz"),
+                 "-o", str(tmp_path / "out.nii.gz")]) == 2
+    assert "not a SegToolkit model folder" in capsys.readouterr().err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_thick_slice_volumes_train_and_predict_slice_by_slice(tmp_path):
+    data = make_blob_dataset(tmp_path / "data", cases=4, size=(32, 32, 6), spacing=(1.0, 1.0, 5.0))
+    dataset = load_dataset(data)
+    plan = small_plan(plan_dataset(dataset), iterations=5)
+    assert plan["configuration"] == "2d"
+    train(dataset, tmp_path / "model", plan, TrainingOptions(epochs=1))
+    model = load_model(tmp_path / "model")
+    assert model.spatial_dims == 2
+    image, _ = blob_case(np.random.default_rng(2), (30, 28, 7), (1.1, 1.1, 4.0))
+    result = predict(model, image, tta=True, uncertainty=True)
+    assert result.label_map.image.GetSize() == (30, 28, 7) and result.uncertainty.GetSize() == (30, 28, 7)
