@@ -1,13 +1,16 @@
-"""SegToolkit: semi-automatic segmentation (threshold, region growing, snakes) and radiology measurements in 3D
-Slicer.
+"""SegToolkit: semi-automatic segmentation (threshold, region growing, snakes), atlas segmentation, deep learning
+(predict and train) and radiology measurements in 3D Slicer.
 
-The widget only collects inputs and shows progress; everything runnable without the GUI is in
+The widget only collects inputs and shows progress; long work (atlas, prediction, training) runs as a
+``SegToolkitSlicerLib.jobs.Job`` whose computation is on a worker thread while a ``qt.QTimer`` polls it, so the GUI
+stays responsive and every MRML change happens on the main thread; everything runnable without the GUI is in
 ``SegToolkitSlicerLib.logic.SegToolkitSlicerLogic`` (tested outside Slicer with the slicer-core wheel), which
 ``SegToolkitLogic`` wraps for the module framework.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import qt
@@ -27,6 +30,13 @@ from slicer.util import VTKObservationMixin
 
 METHODS = ("threshold", "region growing", "snake")
 GROWING_MODES = ("connected", "confidence", "competitive")
+# mirrors SegToolkitLib.methods.atlas (not imported here: the module must load before its packages are installed)
+ATLAS_TRANSFORMS = ("rigid", "affine", "deformable", "diffeomorphic")
+ATLAS_PRESETS = ("fast", "default", "accurate")
+FUSION_METHODS = ("majority", "staple", "weighted")
+DEVICES = ("auto", "cpu", "cuda")
+MODELS_FOLDER_SETTING = "SegToolkit/ModelsFolder"
+JOB_POLL_MS = 200
 
 
 class SegToolkit(ScriptedLoadableModule):
@@ -42,7 +52,7 @@ class SegToolkit(ScriptedLoadableModule):
             "Segment an image with threshold, region growing or snakes from seed points, then measure the segments "
             "(volume, diameters, RECIST, ellipsoid, intensity statistics). The Segment Editor gets two more effects: "
             "Snake and Region growing.")
-        self.parent.acknowledgementText = _("SegToolkit builds on SimpleITK, SciPy and scikit-image.")
+        self.parent.acknowledgementText = _("SegToolkit builds on SimpleITK, SciPy, scikit-image, PyTorch and MONAI.")
 
 
 @parameterNodeWrapper
@@ -64,6 +74,22 @@ class SegToolkitParameterNode:
     snakeSmoothness: Annotated[float, WithinRange(0.0, 5.0)] = 0.3
     snakeIterations: Annotated[int, WithinRange(1, 10000)] = 500
     measurementTable: vtkMRMLTableNode
+    atlasVolumes: list[vtkMRMLScalarVolumeNode]
+    atlasSegmentations: list[vtkMRMLSegmentationNode]
+    atlasFolder: str = ""
+    atlasTransform: Annotated[str, Choice(list(ATLAS_TRANSFORMS))] = "affine"
+    atlasPreset: Annotated[str, Choice(list(ATLAS_PRESETS))] = "default"
+    atlasFusion: Annotated[str, Choice(list(FUSION_METHODS))] = "majority"
+    atlasMaskMargin: Annotated[float, WithinRange(0.0, 200.0)] = 0.0
+    deepModel: str = ""
+    deepDevice: Annotated[str, Choice(list(DEVICES))] = "auto"
+    deepAccurate: bool = False
+    deepLargestComponent: bool = False
+    trainVolumes: list[vtkMRMLScalarVolumeNode]
+    trainSegmentations: list[vtkMRMLSegmentationNode]
+    trainModelName: str = "my model"
+    trainMinutes: Annotated[float, WithinRange(1.0, 10000.0)] = 30.0
+    trainIsCT: bool = True
 
 
 class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -75,6 +101,9 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self.runner = None
+        self._onJobDone = None
+        self.jobTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -84,7 +113,10 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegToolkitLogic()
 
-        for combo, items in ((self.ui.methodComboBox, METHODS), (self.ui.growingModeComboBox, GROWING_MODES)):
+        for combo, items in ((self.ui.methodComboBox, METHODS), (self.ui.growingModeComboBox, GROWING_MODES),
+                             (self.ui.atlasTransformComboBox, ATLAS_TRANSFORMS),
+                             (self.ui.atlasPresetComboBox, ATLAS_PRESETS),
+                             (self.ui.atlasFusionComboBox, FUSION_METHODS), (self.ui.deviceComboBox, DEVICES)):
             combo.addItems(list(items))
         self.ui.seedsPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
 
@@ -98,9 +130,33 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureButton.connect("clicked(bool)", self.onMeasure)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
 
+        self.ui.addAtlasButton.connect("clicked(bool)", self.onAddAtlas)
+        self.ui.removeAtlasButton.connect("clicked(bool)", self.onRemoveAtlas)
+        self.ui.atlasFolderPathLineEdit.connect("currentPathChanged(QString)", self.onAtlasFolderChanged)
+        self.ui.atlasApplyButton.connect("clicked(bool)", self.onApplyAtlas)
+        self.ui.modelsFolderPathLineEdit.currentPath = qt.QSettings().value(MODELS_FOLDER_SETTING,
+                                                                            self.logic.defaultModelsFolder())
+        self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
+        self.ui.refreshModelsButton.connect("clicked(bool)", self.updateModelList)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.deepApplyButton.connect("clicked(bool)", self.onApplyDeep)
+        self.ui.addTrainingPairButton.connect("clicked(bool)", self.onAddTrainingPair)
+        self.ui.removeTrainingPairButton.connect("clicked(bool)", self.onRemoveTrainingPair)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrain)
+        self.ui.cancelJobButton.connect("clicked(bool)", self.onCancelJob)
+
+        self.jobTimer = qt.QTimer()
+        self.jobTimer.setInterval(JOB_POLL_MS)
+        self.jobTimer.connect("timeout()", self.onJobTimer)
+        self.showJobState(None)
+
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        if self.runner is not None and not self.runner.done:
+            self.runner.cancel()
+        if self.jobTimer is not None:
+            self.jobTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -136,6 +192,8 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
             self.updateButtons()
             self.updateMethodGroups()
+            self.updatePairLists()
+            self.updateModelList()
 
     # ------------------------------------------------------------------------------------------ GUI state
     def updateButtons(self, caller=None, event=None) -> None:
@@ -148,6 +206,11 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = ready
         self.ui.measureButton.enabled = bool(params and params.outputSegmentation)
         self.ui.exportCsvButton.enabled = bool(params and params.measurementTable)
+        idle = self.runner is None or self.runner.done
+        hasAtlas = bool(params and (params.atlasVolumes or params.atlasFolder))
+        self.ui.atlasApplyButton.enabled = idle and hasVolume and hasAtlas
+        self.ui.deepApplyButton.enabled = idle and hasVolume and self.ui.modelComboBox.count > 0
+        self.ui.trainButton.enabled = idle and bool(params and params.trainVolumes and params.trainModelName.strip())
 
     def updateMethodGroups(self, *args) -> None:
         method = self.ui.methodComboBox.currentText
@@ -196,6 +259,176 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.core().export_table_csv(self._parameterNode.measurementTable, path)
 
 
+    # ---------------------------------------------------------------------------------------------- atlas
+    def updatePairLists(self) -> None:
+        p = self._parameterNode
+        for listWidget, volumes, segmentations in (
+                (self.ui.atlasListWidget, p.atlasVolumes, p.atlasSegmentations),
+                (self.ui.trainingListWidget, p.trainVolumes, p.trainSegmentations)):
+            listWidget.clear()
+            for volume, segmentation in zip(volumes, segmentations):
+                listWidget.addItem(f"{volume.GetName()}  +  {segmentation.GetName()}")
+        if self.ui.atlasFolderPathLineEdit.currentPath != p.atlasFolder:
+            self.ui.atlasFolderPathLineEdit.currentPath = p.atlasFolder
+
+    def onAddAtlas(self) -> None:
+        self._addPair(self.ui.atlasVolumeSelector, self.ui.atlasSegmentationSelector, "atlasVolumes",
+                      "atlasSegmentations")
+
+    def onRemoveAtlas(self) -> None:
+        self._removePair(self.ui.atlasListWidget, "atlasVolumes", "atlasSegmentations")
+
+    def onAddTrainingPair(self) -> None:
+        self._addPair(self.ui.trainVolumeSelector, self.ui.trainSegmentationSelector, "trainVolumes",
+                      "trainSegmentations")
+
+    def onRemoveTrainingPair(self) -> None:
+        self._removePair(self.ui.trainingListWidget, "trainVolumes", "trainSegmentations")
+
+    def _addPair(self, volumeSelector, segmentationSelector, volumesName: str, segmentationsName: str) -> None:
+        volume, segmentation = volumeSelector.currentNode(), segmentationSelector.currentNode()
+        if volume is None or segmentation is None:
+            slicer.util.errorDisplay(_("Select both a volume and its segmentation first."))
+            return
+        p = self._parameterNode
+        setattr(p, volumesName, list(getattr(p, volumesName)) + [volume])
+        setattr(p, segmentationsName, list(getattr(p, segmentationsName)) + [segmentation])
+        self.updatePairLists()
+        self.updateButtons()
+
+    def _removePair(self, listWidget, volumesName: str, segmentationsName: str) -> None:
+        row = listWidget.currentRow
+        p = self._parameterNode
+        volumes, segmentations = list(getattr(p, volumesName)), list(getattr(p, segmentationsName))
+        if 0 <= row < len(volumes):
+            del volumes[row], segmentations[row]
+            setattr(p, volumesName, volumes)
+            setattr(p, segmentationsName, segmentations)
+        self.updatePairLists()
+        self.updateButtons()
+
+    def onAtlasFolderChanged(self, path: str) -> None:
+        if self._parameterNode:
+            self._parameterNode.atlasFolder = path
+
+    def onApplyAtlas(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Atlas segmentation failed."), waitCursor=True):
+            core = self.logic.core()
+            p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
+            job = core.atlas_job(
+                p.inputVolume, list(zip(p.atlasVolumes, p.atlasSegmentations)), p.outputSegmentation,
+                folder=p.atlasFolder or None, transform=p.atlasTransform, preset=p.atlasPreset, fusion=p.atlasFusion,
+                mask_margin_mm=p.atlasMaskMargin or None, overwrite=p.overwrite)
+            self.startJob(job)
+
+    # ----------------------------------------------------------------------------------------------- deep
+    def modelsFolder(self) -> str:
+        return self.ui.modelsFolderPathLineEdit.currentPath
+
+    def onModelsFolderChanged(self, path: str) -> None:
+        qt.QSettings().setValue(MODELS_FOLDER_SETTING, path)
+        self.updateModelList()
+
+    def updateModelList(self, *args) -> None:
+        """Fill the model list (installed + trained here), keeping the chosen model when it is still there."""
+        from SegToolkitSlicerLib.logic import find_models
+
+        folders = [self.modelsFolder()] if self.modelsFolder() and os.path.isdir(self.modelsFolder()) else []
+        models = find_models([*folders, *self.logic.trainedModels()])
+        chosen = self._parameterNode.deepModel if self._parameterNode else ""
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for model in models:
+            combo.addItem(model.name, str(model.folder))
+            combo.setItemData(combo.count - 1, ", ".join(model.labels), qt.Qt.ToolTipRole)
+        index = combo.findData(chosen)
+        combo.setCurrentIndex(index if index >= 0 else 0)
+        combo.blockSignals(wasBlocked)
+        self.onModelChanged()
+
+    def onModelChanged(self, *args) -> None:
+        if self._parameterNode and self.ui.modelComboBox.count:
+            self._parameterNode.deepModel = self.ui.modelComboBox.currentData
+        self.updateButtons()
+
+    def onApplyDeep(self) -> None:
+        p = self._parameterNode
+        if not self.logic.ensureDeepDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Deep learning segmentation failed."), waitCursor=True):
+            core = self.logic.core()
+            p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
+            job = core.predict_job(p.inputVolume, p.deepModel, p.outputSegmentation, device=p.deepDevice,
+                                   tta=p.deepAccurate, largest_component=p.deepLargestComponent,
+                                   overwrite=p.overwrite)
+            self.startJob(job)
+
+    def onTrain(self) -> None:
+        p = self._parameterNode
+        if not self.modelsFolder():
+            slicer.util.errorDisplay(_("Choose a models folder first: the trained model is saved there."))
+            return
+        if not self.logic.ensureDeepDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Training failed to start."), waitCursor=True):
+            outputDir = os.path.join(self.modelsFolder(), p.trainModelName.strip())
+            job = self.logic.core().train_job(list(zip(p.trainVolumes, p.trainSegmentations)), outputDir,
+                                              p.trainMinutes, modality="CT" if p.trainIsCT else "",
+                                              device=p.deepDevice)
+            self.startJob(job, onDone=self.onTrainingDone)
+
+    def onTrainingDone(self, model) -> None:
+        self._parameterNode.deepModel = str(model.folder)
+        self.updateModelList()
+        slicer.util.infoDisplay(_("Model {name} trained; it is now in the model list.").format(name=model.name))
+
+    # ------------------------------------------------------------------------------------------- jobs
+    def startJob(self, job, onDone=None) -> None:
+        """Run a job's computation on a worker thread; the timer polls it and finishes it on this thread."""
+        from SegToolkitSlicerLib.jobs import JobRunner
+
+        if self.runner is not None and not self.runner.done:
+            raise RuntimeError(_("Another computation is running; wait for it or cancel it."))
+        self._onJobDone = onDone
+        self.runner = JobRunner(job).start()
+        self.showJobState(self.runner)
+        self.updateButtons()
+        self.jobTimer.start()
+
+    def onJobTimer(self) -> None:
+        runner = self.runner
+        if runner is None:
+            self.jobTimer.stop()
+            return
+        finished = runner.poll()  # runs the job's finish (MRML writes) here, on the main thread, once
+        self.showJobState(runner)
+        if not finished:
+            return
+        self.jobTimer.stop()
+        self.updateButtons()
+        if runner.error is not None:
+            slicer.util.errorDisplay(_("{title} failed: {error}").format(title=runner.job.title, error=runner.error))
+        elif not runner.cancelled and self._onJobDone is not None:
+            self._onJobDone(runner.result)
+
+    def onCancelJob(self) -> None:
+        if self.runner is not None and not self.runner.done:
+            self.runner.cancel()
+            self.ui.jobStageLabel.text = _("cancelling...")
+
+    def showJobState(self, runner) -> None:
+        running = runner is not None and not runner.done
+        self.ui.cancelJobButton.enabled = running
+        self.ui.jobProgressBar.visible = running
+        if runner is None:
+            self.ui.jobStageLabel.text = ""
+            return
+        self.ui.jobProgressBar.value = int(round(100 * runner.fraction))
+        self.ui.jobStageLabel.text = f"{runner.job.title}: {runner.message}"
+
+
 class SegToolkitLogic(ScriptedLoadableModuleLogic):
     """Module-framework wrapper: parameter node, dependency installation, and the Qt-free logic."""
 
@@ -210,14 +443,28 @@ class SegToolkitLogic(ScriptedLoadableModuleLogic):
         return self.resourcePath("requirements.txt")
 
     def resourcePath(self, relativePath: str) -> str:
-        import os
-
         return os.path.join(os.path.dirname(slicer.modules.segtoolkit.path), "Resources", relativePath)
 
     def ensureDependencies(self) -> bool:
         from SegToolkitSlicerLib.dependencies import ensure_requirements
 
         return ensure_requirements(self.requirementsPath())
+
+    def ensureDeepDependencies(self) -> bool:
+        """torch through the PyTorch extension, then MONAI & co. through pip, each after the user agrees."""
+        from SegToolkitSlicerLib.dependencies import ensure_deep
+
+        return ensure_deep(self.requirementsPath())
+
+    def trainedModels(self) -> list:
+        """Model folders trained in this session (kept by the Qt-free logic)."""
+        return list(self._core.trained_models) if self._core is not None else []
+
+    @staticmethod
+    def defaultModelsFolder() -> str:
+        """Per-user folder for installed and trained models (the models-folder setting overrides it)."""
+        return os.path.join(qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation), "SegToolkit",
+                            "models")
 
     def core(self):
         """The Qt-free logic on the application scene, once the core Python packages are there."""
@@ -252,6 +499,8 @@ class SegToolkitTest(ScriptedLoadableModuleTest):
         self.test_threshold_and_measure()
         self.setUp()
         self.test_snake_from_seed()
+        self.setUp()
+        self.test_atlas_job_from_the_scene()
 
     def _ballVolume(self):
         import numpy as np
@@ -288,4 +537,25 @@ class SegToolkitTest(ScriptedLoadableModuleTest):
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, ids[0], volume)
         self.assertTrue(mask[12, 20, 20])
         self.assertGreater((mask.astype(bool) & ball).sum(), 0.9 * mask.astype(bool).sum())
+        self.delayDisplay("Test passed")
+
+    def test_atlas_job_from_the_scene(self) -> None:
+        self.delayDisplay("Atlas segmentation as a background job")
+        from SegToolkitSlicerLib.jobs import JobRunner
+
+        atlasVolume, ball = self._ballVolume()
+        core = SegToolkitLogic().core()
+        atlasSegmentation = core.output_segmentation(atlasVolume)
+        core.write(core.threshold_labels(atlasVolume, 50, 150, name="Ball"), atlasVolume, atlasSegmentation)
+        target, _ = self._ballVolume()
+        target.SetName("target")
+        runner = JobRunner(core.atlas_job(target, [(atlasVolume, atlasSegmentation)], transform="rigid",
+                                          preset="fast")).start()
+        while not runner.poll():
+            slicer.app.processEvents()
+        self.assertIsNone(runner.error)
+        segmentation = slicer.mrmlScene.GetFirstNodeByName("target segmentation")
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, runner.result[0], target).astype(bool)
+        self.assertEqual(segmentation.GetSegmentation().GetSegment(runner.result[0]).GetName(), "Ball")
+        self.assertGreater(2 * (mask & ball).sum() / (mask.sum() + ball.sum()), 0.9)
         self.delayDisplay("Test passed")

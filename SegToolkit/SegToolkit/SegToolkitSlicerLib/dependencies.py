@@ -6,6 +6,10 @@
 * Slicer's own numpy, SimpleITK and vtk (and torch, which belongs to the PyTorch extension) are never installed
   or upgraded by pip: those lines are dropped and pip is told to leave them alone.
 
+* ``requirements.txt`` has groups: lines before any ``# [name]`` header are the core packages, installed when
+  the module is first used; the ``# [deep]`` group (MONAI...) only when the Deep section is.
+* torch through the PyTorch extension (``PyTorchUtils``), which picks the CUDA or CPU build for this machine.
+
 Runs only inside the Slicer application (the functions use ``slicer.util`` dialogs); nothing happens at import.
 """
 
@@ -19,14 +23,21 @@ PROTECTED = ("numpy", "SimpleITK", "vtk", "torch", "torchvision")  # owned by Sl
 IMPORT_NAMES = {"scikit-image": "skimage"}
 
 
-def read_requirements(path: Path | str) -> list[str]:
-    """Requirement lines of the file, protected packages removed."""
+GROUP_HEADER = re.compile(r"^#\s*\[(?P<group>[\w-]+)\]")
+
+
+def read_requirements(path: Path | str, group: str = "core") -> list[str]:
+    """Requirement lines of one group of the file (``core``: those before any ``# [group]`` header), protected
+    packages removed."""
     lines = []
+    current = "core"
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
+        header = GROUP_HEADER.match(line.strip())
+        if header:
+            current = header.group("group")
             continue
-        if _package_name(line) not in PROTECTED:
+        line = line.split("#", 1)[0].strip()
+        if line and current == group and _package_name(line) not in PROTECTED:
             lines.append(line)
     return lines
 
@@ -37,11 +48,11 @@ def missing(requirements: list[str]) -> list[str]:
             if importlib.util.find_spec(IMPORT_NAMES.get(_package_name(line), _package_name(line))) is None]
 
 
-def ensure_requirements(path: Path | str, requester: str = "SegToolkit") -> bool:
-    """Make sure the required packages are installed; True when they are usable now."""
+def ensure_requirements(path: Path | str, requester: str = "SegToolkit", group: str = "core") -> bool:
+    """Make sure the group's packages are installed; True when they are usable now."""
     import slicer
 
-    requirements = read_requirements(path)
+    requirements = read_requirements(path, group)
     if not missing(requirements):
         return True
     try:
@@ -58,6 +69,32 @@ def ensure_requirements(path: Path | str, requester: str = "SegToolkit") -> bool
         return False
     _pip_install(needed)
     return not missing(requirements)
+
+
+def ensure_torch(requester: str = "SegToolkit", minimum: str = "2.0") -> bool:
+    """Make sure torch is importable, installing it through the PyTorch extension after the user agrees."""
+    import slicer
+
+    try:
+        import PyTorchUtils
+    except ImportError:
+        slicer.util.errorDisplay(f"{requester}: deep learning needs the PyTorch extension. Install 'PyTorch' from "
+                                 "the Extensions Manager, restart Slicer and try again.")
+        return False
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if torch_logic.torchInstalled():
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+            f"{requester} needs PyTorch for deep learning. Download and install it now (about 1-3 GB; the PyTorch "
+            "extension picks the GPU or CPU build for this computer)?", windowTitle=f"{requester}: install PyTorch"):
+        return False
+    torch = torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=f">={minimum}")
+    return torch is not None
+
+
+def ensure_deep(path: Path | str, requester: str = "SegToolkit") -> bool:
+    """torch (PyTorch extension), then the ``deep`` group of the requirements (MONAI, safetensors)."""
+    return ensure_torch(requester) and ensure_requirements(path, requester, group="deep")
 
 
 def _pip_install(requirements: list[str]) -> None:

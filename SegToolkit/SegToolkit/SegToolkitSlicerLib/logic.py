@@ -10,9 +10,18 @@ Usable from the Slicer Python console::
     from SegToolkitSlicerLib.logic import SegToolkitSlicerLogic
     logic = SegToolkitSlicerLogic(slicer.mrmlScene)
     ids = logic.snake(volume, seeds, segmentation)
+    ids = logic.atlas(target, [(atlas_volume, atlas_segmentation)], transform="affine")
+    ids = logic.predict(volume, "/path/to/model")
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,8 +31,58 @@ from SegToolkitLib.io import LabelMap, LabelTable
 from SegToolkitLib.progress import CancelToken, ProgressCallback
 
 from . import mrml
+from .jobs import Job, run_job
 
 PREVIEW_NODE_NAME = "SegToolkit preview"
+MODEL_JSON = "model.json"
+
+
+@dataclass
+class ModelInfo:
+    """A deep model folder as listed in the GUI."""
+
+    name: str
+    folder: Path
+    labels: list[str]
+    channels: list[str]
+
+
+def find_models(folders: Iterable[Path | str]) -> list[ModelInfo]:
+    """Model folders (holding a valid ``model.json``) directly inside each folder, or the folder itself."""
+    from SegToolkitLib.methods.deep.model_package import read_model_json
+
+    found: dict[Path, ModelInfo] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if (folder / MODEL_JSON).is_file():
+            candidates = [folder]
+        else:
+            candidates = [path.parent for path in sorted(folder.glob(f"*/{MODEL_JSON}"))]
+        for model_dir in candidates:
+            try:
+                meta = read_model_json(model_dir)
+            except InputError:
+                continue  # a half-written or foreign folder is simply not a model to offer
+            labels = LabelTable.from_mapping(meta["labels"])
+            found[model_dir.resolve()] = ModelInfo(model_dir.name, model_dir, [label.name for label in labels],
+                                                   list(meta["channels"]))
+    return list(found.values())
+
+
+def renumbered_by_name(label_map: LabelMap, names: dict[str, int], colors: dict[str, tuple]) -> LabelMap:
+    """The label map with each label's value replaced by the value its *name* has in ``names`` (new names are
+    appended), so atlases or training cases numbered differently agree on what each value means."""
+    array = sitk.GetArrayViewFromImage(label_map.image)
+    values = np.zeros(array.shape, np.uint16)
+    table = LabelTable()
+    for label in label_map.labels:
+        value = names.setdefault(label.name, len(names) + 1)
+        colors.setdefault(label.name, label.color)
+        values[array == label.value] = value
+        table.add(value, label.name, colors[label.name])
+    image = sitk.GetImageFromArray(values.astype(np.uint8) if len(names) < 256 else values)
+    image.CopyInformation(label_map.image)
+    return LabelMap(image, table)
 
 
 def single_label(mask: sitk.Image, name: str, color: tuple[float, float, float] | None = None) -> LabelMap:
@@ -39,6 +98,7 @@ class SegToolkitSlicerLogic:
     def __init__(self, scene) -> None:
         self.scene = scene
         self._preview: tuple[LabelMap, object] | None = None
+        self.trained_models: list[Path] = []
 
     # ------------------------------------------------------------------------------------------------ outputs
     def output_segmentation(self, volume, segmentation=None):
@@ -176,6 +236,172 @@ class SegToolkitSlicerLogic:
     def export_table_csv(self, table, path: str) -> None:
         """Save a measurement table as CSV."""
         mrml.write_table_csv(table, path)
+
+
+    # ---------------------------------------------------------------------------------------------------- atlas
+    def atlas_job(self, volume, atlases: Sequence[tuple] = (), segmentation=None, *, folder: Path | str | None = None,
+                  transform: str = "affine", preset: str = "default", fusion: str = "majority", metric: str = "mi",
+                  init: str = "geometry", mask_margin_mm: float | None = None, overwrite: bool = False) -> Job:
+        """Atlas segmentation of ``volume`` as a :class:`Job`: each (atlas volume, atlas segmentation) pair of the
+        scene, and each case of ``folder`` (``images/``, ``labels/`` and ``dataset.json`` naming the labels), is
+        registered onto the volume and its labels propagated and fused (``fusion``: majority, staple, weighted).
+        The segments get the atlas segments' names and colours; atlases agree on labels by segment name."""
+        from SegToolkitLib.methods.atlas import Atlas, RegistrationOptions, segment_with_atlases
+
+        if not atlases and folder is None:
+            raise InputError("no atlas given: select an atlas volume and its segmentation, or an atlas folder")
+        target = mrml.volume_to_sitk(volume)  # MRML is read here, on the calling (main) thread
+        scene_atlases = []
+        for atlas_volume, atlas_segmentation in atlases:
+            if atlas_volume is None or atlas_segmentation is None:
+                raise InputError("atlas: each atlas needs both a volume and its segmentation")
+            scene_atlases.append(Atlas(mrml.volume_to_sitk(atlas_volume),
+                                       mrml.segmentation_to_label_map(atlas_segmentation, atlas_volume),
+                                       atlas_volume.GetName()))
+        folder_cases = _atlas_folder_cases(folder) if folder is not None else None
+        options = RegistrationOptions(transform, preset, metric, init, "onehot", mask_margin_mm)
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> LabelMap:
+            names: dict[str, int] = {}
+            colors: dict[str, tuple] = {}
+            loaded = scene_atlases + (_load_folder_atlases(*folder_cases) if folder_cases else [])
+            for atlas in loaded:
+                atlas.labels = renumbered_by_name(atlas.labels, names, colors)
+            result = segment_with_atlases(target, loaded, fusion, options, progress=progress, cancel=cancel,
+                                          target_name=volume.GetName())
+            return result.label_map
+
+        def finish(label_map: LabelMap) -> list[str]:
+            return self.write(label_map, volume, segmentation, overwrite)
+
+        return Job(f"atlas segmentation of {volume.GetName()}", compute, finish)
+
+    def atlas(self, volume, atlases: Sequence[tuple] = (), segmentation=None, *,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None, **options) -> list[str]:
+        """Atlas segmentation run synchronously (Python console); see :meth:`atlas_job`."""
+        return run_job(self.atlas_job(volume, atlases, segmentation, **options), progress, cancel)
+
+    # ----------------------------------------------------------------------------------------------------- deep
+    def models(self, folders: Iterable[Path | str] = ()) -> list[ModelInfo]:
+        """Installed models (model folders inside ``folders``) and the models trained in this session."""
+        return find_models([*folders, *self.trained_models])
+
+    def predict_job(self, volume, model_dir: Path | str, segmentation=None, *, device: str = "auto",
+                    tta: bool = False, largest_component: bool = False, extra_channels: Sequence = (),
+                    overwrite: bool = False) -> Job:
+        """Deep-learning segmentation of ``volume`` (plus ``extra_channels`` volumes for multi-channel models) with
+        the model in ``model_dir`` as a :class:`Job`; segments get the model's label names and colours.
+        ``tta``: accurate mode (mirrored test-time augmentation), slower."""
+        from SegToolkitLib.methods.deep import require_deep
+
+        require_deep()
+        model_dir = Path(model_dir)
+        if not (model_dir / MODEL_JSON).is_file():
+            raise InputError(f"{model_dir}: not a SegToolkit model folder (no {MODEL_JSON}); pick a model from the "
+                             "list or train one")
+        channels = [mrml.volume_to_sitk(node) for node in (volume, *extra_channels)]
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> LabelMap:
+            from SegToolkitLib.methods.deep.inference import predict
+
+            return predict(model_dir, channels, tta=tta, largest_component=largest_component, device=device,
+                           name=volume.GetName(), progress=progress, cancel=cancel).label_map
+
+        def finish(label_map: LabelMap) -> list[str]:
+            return self.write(label_map, volume, segmentation, overwrite)
+
+        return Job(f"{model_dir.name} on {volume.GetName()}", compute, finish)
+
+    def predict(self, volume, model_dir: Path | str, segmentation=None, *, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None, **options) -> list[str]:
+        """Deep-learning segmentation run synchronously (Python console); see :meth:`predict_job`."""
+        return run_job(self.predict_job(volume, model_dir, segmentation, **options), progress, cancel)
+
+    def build_training_dataset(self, pairs: Sequence[tuple], folder: Path | str, modality: str = "") -> Path:
+        """Write (volume, segmentation) pairs as a training dataset folder: ``images/caseNNN.nrrd``,
+        ``labels/caseNNN.nrrd`` (on the volume's grid) and ``dataset.json`` (label names and colours; the same
+        segment name has the same value in every case). ``modality`` "CT" selects CT intensity normalisation."""
+        if not pairs:
+            raise InputError("training needs at least one volume with its segmentation")
+        folder = Path(folder)
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        names: dict[str, int] = {}
+        colors: dict[str, tuple] = {}
+        cases = []
+        for number, (volume, segmentation) in enumerate(pairs):
+            if volume is None or segmentation is None:
+                raise InputError("training: each case needs both a volume and its segmentation")
+            label_map = renumbered_by_name(mrml.segmentation_to_label_map(segmentation, volume), names, colors)
+            case = f"case{number:03d}"
+            sitk.WriteImage(mrml.volume_to_sitk(volume), str(folder / "images" / f"{case}.nrrd"))
+            sitk.WriteImage(label_map.image, str(folder / "labels" / f"{case}.nrrd"))
+            cases.append({"name": case, "volume": volume.GetName(), "segmentation": segmentation.GetName()})
+        table = LabelTable()
+        for name, value in names.items():
+            table.add(value, name, colors[name])
+        meta = {"modality": modality, "labels": table.to_json_dict(), "sources": cases}
+        (folder / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return folder
+
+    def train_job(self, pairs: Sequence[tuple], output_dir: Path | str, time_budget_minutes: float | None = 30.0, *,
+                  modality: str = "", device: str = "auto", epochs: int | None = None,
+                  iterations_per_epoch: int | None = None, plan: dict | None = None) -> Job:
+        """Train a model on (volume, segmentation) pairs of the scene as a :class:`Job`: the dataset folder is
+        written now (main thread) into a temporary folder, training runs in ``compute`` until the time budget (or
+        ``epochs``) is used, and ``finish`` adds the model in ``output_dir`` to :meth:`models`."""
+        from SegToolkitLib.methods.deep import require_deep
+
+        require_deep()
+        output_dir = Path(output_dir)
+        if (output_dir / MODEL_JSON).is_file():
+            raise InputError(f"{output_dir}: already holds a model; choose a new model name or folder")
+        if time_budget_minutes is None and epochs is None:
+            raise InputError("training: give a time budget (minutes) or a number of epochs")
+        dataset_dir = Path(tempfile.mkdtemp(prefix="segtoolkit-train-"))
+        try:
+            self.build_training_dataset(pairs, dataset_dir, modality)
+        except BaseException:
+            shutil.rmtree(dataset_dir, ignore_errors=True)
+            raise
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> dict:
+            from SegToolkitLib.methods.deep.training import TrainingOptions, train
+
+            options = TrainingOptions(epochs=epochs, time_budget_minutes=time_budget_minutes,
+                                      iterations_per_epoch=iterations_per_epoch, device=device)
+            try:
+                return train(dataset_dir, output_dir, plan, options, progress, cancel)
+            finally:
+                shutil.rmtree(dataset_dir, ignore_errors=True)
+
+        def finish(summary: dict) -> ModelInfo:
+            self.trained_models.append(output_dir)
+            return find_models([output_dir])[0]
+
+        return Job(f"training {output_dir.name}", compute, finish)
+
+    def train(self, pairs: Sequence[tuple], output_dir: Path | str, time_budget_minutes: float | None = 30.0, *,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None, **options) -> ModelInfo:
+        """Train synchronously (Python console); see :meth:`train_job`."""
+        return run_job(self.train_job(pairs, output_dir, time_budget_minutes, **options), progress, cancel)
+
+
+def _atlas_folder_cases(folder: Path | str) -> tuple[list, LabelTable]:
+    """The (image, label map) files of an atlas folder in the dataset layout, and its label names."""
+    from SegToolkitLib.methods.deep.dataset import load_dataset
+
+    dataset = load_dataset(folder)
+    if not dataset.cases:
+        raise InputError(f"{folder}: no atlas found; put images in images/ and label maps of the same name in "
+                         "labels/, with a dataset.json naming the labels")
+    return [(case.images[0], case.label) for case in dataset.cases], dataset.labels
+
+
+def _load_folder_atlases(cases: list, labels: LabelTable) -> list:
+    from SegToolkitLib.methods.atlas import load_atlas
+
+    return [load_atlas(image, label, labels) for image, label in cases]
 
 
 def _seed_points(seeds) -> list[tuple[float, float, float]]:
