@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from classic_helpers import centre_point, dice, ellipsoid_image, with_geometry
+from classic_helpers import OBLIQUE_3D, centre_point, dice, ellipsoid_image, with_geometry
 
 from SegToolkitLib.errors import InputError
 from SegToolkitLib.methods.classic import competitive_growing, confidence_connected, connected_threshold, grow
+from SegToolkitLib.methods.classic.region_growing import clean_grown_region
 
 
 def test_connected_threshold_default_range_from_one_seed_on_oblique_anisotropic_image():
@@ -70,6 +71,52 @@ def test_competitive_growing_speed_scale_is_reasonable():
     image, truth = ellipsoid_image(shape=(20, 48, 48), centre=(10, 24, 24), radii=(6, 12, 12))
     labels = competitive_growing(image, {1: [centre_point(truth)], 0: [image.TransformIndexToPhysicalPoint((1, 1, 1))]})
     assert dice(labels, truth) > 0.95
+
+
+def three_structures_with_a_thin_rod() -> tuple[sitk.Image, np.ndarray]:
+    """Two touching ellipsoids and a one-voxel-thin bright rod (labels 1, 2, 3) in noisy tissue (0)."""
+    shape = (40, 64, 72)
+    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    truth = np.zeros(shape, np.uint8)
+    truth[((zz - 20) / 14.0) ** 2 + ((yy - 32) / 18.0) ** 2 + ((xx - 24) / 16.0) ** 2 <= 1] = 1
+    truth[(((zz - 20) / 12.0) ** 2 + ((yy - 32) / 14.0) ** 2 + ((xx - 51) / 12.0) ** 2 <= 1) & (truth == 0)] = 2
+    truth[5:35, 58, 65] = 3
+    values = np.choose(truth, [20.0, 100.0, 160.0, 300.0]) + np.random.default_rng(3).normal(0, 8, shape)
+    return with_geometry(values.astype(np.float32), (0.9, 0.9, 1.0), direction=OBLIQUE_3D), truth
+
+
+def test_competitive_growing_coarse_to_fine_matches_full_resolution():
+    image, truth = three_structures_with_a_thin_rod()
+    seeds = {1: [(24, 32, 20)], 2: [(51, 32, 20)], 3: [(65, 58, 20)], 0: [(2, 2, 2), (70, 2, 37)]}
+    full = sitk.GetArrayFromImage(competitive_growing(image, seeds, ijk=True, multiresolution=False))
+    coarse_to_fine = sitk.GetArrayFromImage(competitive_growing(image, seeds, ijk=True, multiresolution=True))
+    for label in (1, 2):
+        assert dice(full == label, truth == label) > 0.97
+        assert dice(coarse_to_fine == label, truth == label) > 0.97
+    assert np.mean(coarse_to_fine[truth == 3] == 3) > 0.9  # the thin rod survives the coarse pass
+    assert dice(coarse_to_fine == 3, full == 3) > 0.95
+    assert np.mean(full == coarse_to_fine) > 0.995
+    roi = np.zeros_like(truth)
+    roi[8:32, 10:54, 4:70] = 1
+    mask = with_geometry(roi, (0.9, 0.9, 1.0), direction=OBLIQUE_3D, pixel=sitk.sitkUInt8)
+    seeds[0].append((6, 12, 10))  # the corner seeds lie outside the mask
+    masked = [sitk.GetArrayFromImage(competitive_growing(image, seeds, mask=mask, ijk=True, multiresolution=m))
+              for m in (False, True)]
+    assert not masked[1][roi == 0].any()
+    assert dice(masked[1] == 1, (truth == 1) & (roi == 1)) > 0.97
+    assert np.mean(masked[0] == masked[1]) > 0.995
+
+
+def test_explicit_range_grows_the_raw_intensities_and_cropped_cleanup_matches_whole_image():
+    image, truth = ellipsoid_image(noise=20.0)
+    seed = [int(v) for v in np.argwhere(sitk.GetArrayViewFromImage(truth)).mean(axis=0).round()[::-1]]
+    grown = connected_threshold(image, [seed], 50.0, 150.0, ijk=True, cleanup=False)
+    bare = sitk.ConnectedThreshold(image, [seed], 50.0, 150.0, 1)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(grown), sitk.GetArrayFromImage(bare))
+    cropped, whole = (sitk.GetArrayFromImage(clean_grown_region(bare, [seed], crop=crop)) for crop in (True, False))
+    np.testing.assert_array_equal(cropped, whole)
+    assert (cropped != sitk.GetArrayFromImage(bare)).any()  # the clean-up changed something
+    assert dice(cropped, truth) > 0.95
 
 
 def test_growing_bad_inputs():

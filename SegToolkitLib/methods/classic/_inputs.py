@@ -22,10 +22,10 @@ def checked_float_image(image: sitk.Image, name: str = "image") -> sitk.Image:
         raise InputError(f"{name}: is {image.GetDimension()}D; a 2D or 3D image is needed")
     result = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
     array = sitk.GetArrayViewFromImage(result)
-    if not np.all(np.isfinite(array)):
+    low, high = float(array.min()), float(array.max())  # NaN propagates through min/max: one pass each
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{name}: contains NaN or infinite values; replace them (e.g. with the background "
                          "value) before segmenting")
-    low, high = float(array.min()), float(array.max())
     if low == high:
         raise InputError(f"{name}: every voxel has the same value ({low:g}); there is nothing to segment")
     return result

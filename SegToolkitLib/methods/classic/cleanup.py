@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -76,13 +76,16 @@ def opening_radius(image: sitk.Image, radius_mm: float) -> list[int]:
     return [int(np.floor(radius_mm / spacing)) for spacing in image.GetSpacing()]
 
 
-def check_result(mask: sitk.Image, what: str, hint: str = "") -> None:
-    """Raise :class:`InputError` when a result is empty or covers (almost) the whole image."""
+def check_result(mask: sitk.Image, what: str, hint: str | Callable[[], str] = "") -> None:
+    """Raise :class:`InputError` when a result is empty or covers (almost) the whole image. ``hint`` may be a
+    function: it is only called (it may be costly) when the check fails."""
     array = array_of(mask)
     count = int(np.count_nonzero(array))
+    if 0 < count < 0.98 * array.size:
+        return
+    hint = hint() if callable(hint) else hint
     suffix = f"; {hint}" if hint else ""
     if count == 0:
         raise InputError(f"{what}: the result is empty{suffix}")
-    if count >= 0.98 * array.size:
-        raise InputError(f"{what}: the result floods the whole image ({100.0 * count / array.size:.0f} % of the "
-                         f"voxels){suffix}")
+    raise InputError(f"{what}: the result floods the whole image ({100.0 * count / array.size:.0f} % of the "
+                     f"voxels){suffix}")

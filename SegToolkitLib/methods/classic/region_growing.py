@@ -1,8 +1,11 @@
 """Region growing from seed points: connected threshold, confidence connected and competitive growing.
 
 Seeds are physical LPS points (``ijk=True``: voxel indices, ``ras=True``: RAS points). With no intensity range
-the range is derived from the image around the seeds, so one click gives a usable result; a light median filter and
-a clean-up (a small opening that cuts thin leaks, the component holding the seeds, filled holes) follow by default.
+the range is derived from the image around the seeds, so one click gives a usable result; the image is then
+median-filtered first (a light 3-voxel median, so noise does not break the region). An explicit range (both bounds)
+is applied to the intensities as given, the way a threshold preview shows them, without the median (pass
+``denoised=True`` to keep it). A clean-up (a small opening that cuts thin leaks, the component holding the seeds,
+filled holes) follows by default; it runs on the bounding box of the grown region only.
 
 Connected-threshold growing picks its geometry from the image (``geometry="auto"``):
 
@@ -30,7 +33,7 @@ from ...io import check_same_grid
 from ...progress import CancelToken, ProgressCallback, report
 from ._inputs import Point, array_of, check_range, checked_float_image, image_like, seed_indices
 from .cleanup import check_result, component_containing, fill_holes, opening_radius
-from .feature_maps import denoise, gradient_magnitude, seed_range
+from .feature_maps import denoise, seed_range
 
 METHODS = ("connected", "confidence", "competitive")
 GEOMETRIES = ("auto", "3d", "slices")
@@ -48,14 +51,15 @@ SLICE_AREA_DROP = 0.2  # ... or shrinks below this fraction (the object ended)
 
 def connected_threshold(image: sitk.Image, seeds: Sequence[Point], lower: float | None = None,
                         upper: float | None = None, *, ijk: bool = False, ras: bool = False,
-                        denoised: bool = True, cleanup: bool = True, range_k: float = DEFAULT_RANGE_K,
+                        denoised: bool | None = None, cleanup: bool = True, range_k: float = DEFAULT_RANGE_K,
                         geometry: str = "auto", progress: ProgressCallback | None = None,
                         cancel: CancelToken | None = None) -> sitk.Image:
-    """Voxels connected to the seeds whose (median-filtered) intensity lies in ``[lower, upper]`` (uint8 mask).
+    """Voxels connected to the seeds whose intensity lies in ``[lower, upper]`` (uint8 mask).
 
-    A missing bound comes from the image (see the module docstring): in ``"3d"`` geometry from the seed neighbourhood
-    (median ± ``range_k`` robust SDs within 5 mm), refined once from the grown region; in ``"slices"`` geometry
-    (``"auto"`` picks it for thick-slice stacks) from a local Otsu threshold per slice.
+    ``denoised`` (median pre-filter) defaults to True when a bound comes from the image and False for an explicit
+    range. A missing bound comes from the image (see the module docstring): in ``"3d"`` geometry from the seed
+    neighbourhood (median ± ``range_k`` robust SDs within 5 mm), refined once from the grown region; in ``"slices"``
+    geometry (``"auto"`` picks it for thick-slice stacks) from a local Otsu threshold per slice.
     """
     if geometry not in GEOMETRIES:
         raise InputError(f"growing geometry {geometry!r}: choose one of {', '.join(GEOMETRIES)}")
@@ -63,6 +67,8 @@ def connected_threshold(image: sitk.Image, seeds: Sequence[Point], lower: float 
     image = checked_float_image(image)
     indices = seed_indices(image, seeds, ijk, ras)
     report(progress, 0.05, "preparing", cancel)
+    if denoised is None:
+        denoised = lower is None or upper is None
     work = denoise(image) if denoised else image
     if geometry == "auto":
         geometry = "slices" if is_thick_slice_stack(image) else "3d"
@@ -93,7 +99,10 @@ def is_thick_slice_stack(image: sitk.Image) -> bool:
 def _grow_once(work: sitk.Image, indices, low: float, high: float, cleanup: bool, progress, cancel) -> sitk.Image:
     report(progress, 0.3, f"growing in [{low:.4g}, {high:.4g}]", cancel)
     grown = sitk.ConnectedThreshold(work, [list(index) for index in indices], low, high, 1)
-    hint = _range_hint(work, indices, low, high)
+
+    def hint() -> str:
+        return _range_hint(work, indices, low, high)
+
     check_result(grown, f"region growing in [{low:.4g}, {high:.4g}]", hint)
     if cleanup:
         report(progress, 0.6, "cleaning up", cancel)
@@ -144,9 +153,27 @@ def confidence_connected(image: sitk.Image, seeds: Sequence[Point], *, multiplie
     return sitk.Cast(grown, sitk.sitkUInt8)
 
 
-def clean_grown_region(mask: sitk.Image, indices: Sequence[Sequence[int]]) -> sitk.Image:
-    """Cut thin leaks (opening of about 1.5 mm on the finely sampled axes), keep what holds the seeds, fill holes."""
+def clean_grown_region(mask: sitk.Image, indices: Sequence[Sequence[int]], crop: bool = True) -> sitk.Image:
+    """Cut thin leaks (opening of about 1.5 mm on the finely sampled axes), keep what holds the seeds, fill holes.
+    With ``crop`` it works on the bounding box of the region and the seeds (plus a margin): the same result, faster."""
     radius = opening_radius(mask, OPENING_MM)
+    if not crop:
+        return _clean_region(mask, indices, radius)
+    region = np.array(array_of(mask), dtype=bool)
+    for index in indices:
+        region[tuple(reversed(index))] = True
+    box = _bounding_box(region, margin=max(radius) + 2)
+    if all(b.stop - b.start == n for b, n in zip(box, region.shape)):
+        return _clean_region(mask, indices, radius)
+    start = [b.start for b in reversed(box)]
+    crop = sitk.RegionOfInterest(mask, [b.stop - b.start for b in reversed(box)], start)
+    cleaned = _clean_region(crop, [tuple(i - s for i, s in zip(index, start)) for index in indices], radius)
+    full = np.zeros(region.shape, dtype=np.uint8)
+    full[box] = array_of(cleaned)
+    return image_like(full, mask)
+
+
+def _clean_region(mask: sitk.Image, indices, radius: list[int]) -> sitk.Image:
     opened = sitk.BinaryMorphologicalOpening(mask, radius, sitk.sitkBall, 0, 1) if any(radius) else mask
     kept = component_containing(opened, indices, search_voxels=max(radius) + 1)
     if not array_of(kept).any():  # the object is thinner than the opening: keep it unopened
@@ -256,21 +283,69 @@ def _disk(radius_mm: float, spacing: float) -> np.ndarray:
 def competitive_growing(image: sitk.Image, seeds: Mapping[int, Sequence[Point]] | None = None,
                         seed_map: sitk.Image | None = None, mask: sitk.Image | None = None, *,
                         ijk: bool = False, ras: bool = False, sigma_mm: float | None = None,
-                        progress: ProgressCallback | None = None,
+                        multiresolution: bool | None = None, progress: ProgressCallback | None = None,
                         cancel: CancelToken | None = None) -> sitk.Image:
     """Grow several labels at once from their seeds until they meet, like Slicer's "Grow from seeds".
 
     ``seeds`` maps a label value to seed points; label 0 means background seeds (they compete but are 0 in the
     result). ``seed_map`` is a label image on the same grid whose non-zero voxels are seeds of their label (use
     a dedicated value for background seeds and drop it afterwards, or pass background points under label 0).
-    Voxels outside ``mask`` stay 0. Growing floods the gradient-magnitude image from the seeds (marker-based
-    watershed), so each label stops where the image changes most between the seed regions.
+    Voxels outside ``mask`` stay 0 (only the mask's bounding box is processed). Growing floods the gradient-magnitude
+    image (Gaussian of ``sigma_mm``, quantised to 256 levels) from the seeds (marker-based watershed), so each label
+    stops where the image changes most between the seed regions.
+
+    Large images (``multiresolution=None``: from 2 million voxels) are flooded coarse to fine: first on a grid
+    halved along the finely sampled axes, whose cells carry the strongest edge they contain (thin walls still
+    stop the flood), then again at full resolution in a band of about two cells around the coarse borders between
+    labels, with everything outside the band fixed.
     """
     image = checked_float_image(image)
+    markers, background_marker = _competitive_markers(image, seeds, seed_map, ijk, ras)
+    box = tuple(slice(0, n) for n in markers.shape)
+    allowed = None
+    if mask is not None:
+        check_same_grid(mask, image, "mask", "image")
+        allowed = sitk.GetArrayViewFromImage(mask) != 0
+        if not allowed.any():
+            raise InputError("mask: is empty; competitive growing has nowhere to grow")
+        box = _bounding_box(allowed, margin=1)
+        allowed = allowed[box]
+    report(progress, 0.1, "computing the edge image", cancel)
+    spacing = np.array(image.GetSpacing())[::-1]  # numpy axis order
+    sigma = float(sigma_mm) if sigma_mm is not None else float(spacing.min())
+    cost = edge_levels(sitk.GetArrayViewFromImage(image)[box], spacing, sigma, allowed)
+    report(progress, 0.4, "growing", cancel)
+    seeds_in_box = markers[box].copy()
+    if allowed is not None:
+        seeds_in_box[~allowed] = 0
+    factors = _coarse_factors(cost.shape, spacing)
+    if multiresolution is None:
+        multiresolution = cost.size >= MULTIRESOLUTION_MIN_VOXELS
+    if multiresolution and int(np.prod(factors)) >= 4:
+        grown = _coarse_to_fine_watershed(cost, seeds_in_box, factors, allowed, progress, cancel)
+    else:
+        grown = _watershed(cost, seeds_in_box)
+    grown[grown == background_marker] = 0
+    if allowed is not None:
+        grown[~allowed] = 0
+    labels = np.zeros(markers.shape, dtype=grown.dtype)
+    labels[box] = grown
+    report(progress, 1.0, "done")
+    pixel_type = sitk.sitkUInt8 if labels.max() < 256 else sitk.sitkUInt16
+    return image_like(labels, image, pixel_type)
+
+
+MULTIRESOLUTION_MIN_VOXELS = 2_000_000
+EDGE_LEVELS = 256  # quantised gradient: ITK's watershed keeps one queue per grey level
+EDGE_CAP_PERCENTILE = 99.9  # gradients above it are all "strong edge" (one outlier does not squash the scale)
+
+
+def _competitive_markers(image: sitk.Image, seeds, seed_map, ijk: bool, ras: bool) -> tuple[np.ndarray, int]:
+    """The marker array (z, y, x; background seeds under their own value) and that background value."""
     markers = np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint16)
     if seed_map is not None:
         check_same_grid(seed_map, image, "seed label map", "image")
-        seed_values = sitk.GetArrayFromImage(seed_map)
+        seed_values = sitk.GetArrayViewFromImage(seed_map)
         if seed_values.min() < 0 or np.any(seed_values != np.round(seed_values)):
             raise InputError("seed label map: must hold whole, non-negative label values")
         markers[seed_values > 0] = seed_values[seed_values > 0].astype(np.uint16)
@@ -285,28 +360,152 @@ def competitive_growing(image: sitk.Image, seeds: Mapping[int, Sequence[Point]] 
         raise InputError("competitive growing needs seeds of at least two labels (e.g. the object and "
                          "--background-seed points); only " + (f"label {int(present[0])}" if present.size else
                                                                "no label") + " was given")
-    report(progress, 0.1, "computing the edge image", cancel)
-    sigma = float(sigma_mm) if sigma_mm is not None else float(min(image.GetSpacing()))
-    speed = gradient_magnitude(image, sigma)
-    allowed = None
-    if mask is not None:
-        check_same_grid(mask, image, "mask", "image")
-        allowed = sitk.GetArrayViewFromImage(mask) != 0
-        markers[~allowed] = 0
-        gradient = sitk.GetArrayFromImage(speed)
-        gradient[~allowed] = gradient.max() * 2 + 1  # flooded last: labels do not travel around the mask
-        speed = image_like(gradient, image, sitk.sitkFloat32)
-    report(progress, 0.4, "growing", cancel)
-    marker_image = image_like(markers, image, sitk.sitkUInt16)
-    grown = sitk.MorphologicalWatershedFromMarkers(speed, marker_image, markWatershedLine=False,
-                                                   fullyConnected=False)
-    labels = sitk.GetArrayFromImage(grown)
-    labels[labels == background_marker] = 0
+    return markers, background_marker
+
+
+def edge_levels(array: np.ndarray, spacing: np.ndarray, sigma_mm: float, allowed: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Gradient magnitude (per mm) of the Gaussian-smoothed image, quantised to uint8 levels; voxels outside
+    ``allowed`` get the top level so they are flooded last and labels do not travel around a mask."""
+    from scipy import ndimage
+
+    smoothed = ndimage.gaussian_filter(np.asarray(array, dtype=np.float32), sigma_mm / spacing, truncate=3.0,
+                                       mode="nearest")
+    magnitude = np.zeros_like(smoothed)
+    for axis, h in enumerate(spacing):
+        if smoothed.shape[axis] < 3:
+            continue
+        upper = [slice(None)] * smoothed.ndim
+        lower, inner = list(upper), list(upper)
+        upper[axis], lower[axis], inner[axis] = slice(2, None), slice(None, -2), slice(1, -1)
+        difference = smoothed[tuple(upper)] - smoothed[tuple(lower)]
+        difference *= np.float32(0.5 / h)
+        np.square(difference, out=difference)
+        magnitude[tuple(inner)] += difference
+    np.sqrt(magnitude, out=magnitude)
+    sample = magnitude[allowed] if allowed is not None else magnitude.ravel()[::7]
+    cap = float(np.percentile(sample, EDGE_CAP_PERCENTILE)) if sample.size else 0.0
+    cap = cap if cap > 0 else max(float(magnitude.max()), 1e-12)
+    top = EDGE_LEVELS - 1 if allowed is None else EDGE_LEVELS - 2
+    magnitude *= np.float32(top / cap)
+    levels = np.minimum(magnitude, top).astype(np.uint8)
     if allowed is not None:
-        labels[~allowed] = 0
-    report(progress, 1.0, "done")
-    pixel_type = sitk.sitkUInt8 if labels.max() < 256 else sitk.sitkUInt16
-    return image_like(labels, image, pixel_type)
+        levels[~allowed] = EDGE_LEVELS - 1
+    return levels
+
+
+def _watershed(cost: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """ITK's marker-based watershed (face connectivity, no watershed line) on numpy arrays."""
+    grown = sitk.MorphologicalWatershedFromMarkers(sitk.GetImageFromArray(cost), sitk.GetImageFromArray(markers),
+                                                   markWatershedLine=False, fullyConnected=False)
+    return sitk.GetArrayFromImage(grown)
+
+
+def _coarse_factors(shape: Sequence[int], spacing: np.ndarray) -> tuple[int, ...]:
+    """Shrink factor per numpy axis for the coarse pass: 2 along finely sampled axes of at least 32 voxels."""
+    return tuple(2 if s <= 1.5 * spacing.min() and n >= 32 else 1 for n, s in zip(shape, spacing))
+
+
+def _coarse_to_fine_watershed(cost: np.ndarray, markers: np.ndarray, factors: tuple[int, ...],
+                              allowed: np.ndarray | None, progress, cancel) -> np.ndarray:
+    """Watershed on a coarse grid (cell cost = its strongest edge), refined at full resolution near label borders."""
+    from scipy import ndimage
+
+    coarse_cost = _block_max(cost, factors)
+    coarse_markers, unsure = _coarse_markers(markers, factors, coarse_cost.shape)
+    coarse = _watershed(coarse_cost, coarse_markers)
+    report(progress, 0.6, "refining the borders at full resolution", cancel)
+    unsure |= _label_borders(coarse)
+    if allowed is not None:  # cells that mix allowed and masked voxels
+        unsure |= _block_max(~allowed, factors) & ~_block_max(~allowed, factors, reduce=np.min)
+    seeds = np.argwhere(markers)
+    cells = tuple((seeds // factors).T)
+    wrong = markers[tuple(seeds.T)] != coarse[cells]  # seeds the coarse pass lost (thin structures)
+    unsure[tuple(c[wrong] for c in cells)] = True
+    # cells with a strong edge inside may hide thin channels or walls: unsure too where connected to the unsure ones
+    edged = (coarse_cost - _block_max(cost, factors, reduce=np.min)) >= THIN_EDGE_LEVEL
+    unsure = ndimage.binary_propagation(unsure, mask=unsure | edged)
+    fine = _upsample(coarse, factors, cost.shape)
+    neighbourhood = np.ones((3,) * unsure.ndim, dtype=bool)
+    for attempt in range(REFINEMENT_ROUNDS):
+        unsure = ndimage.binary_dilation(unsure, neighbourhood, iterations=2 ** attempt)
+        band = _upsample(unsure, factors, cost.shape)
+        fine[band] = 0
+        fine[markers > 0] = markers[markers > 0]
+        box = _bounding_box(band, margin=1)
+        fine[box] = _watershed(cost[box], fine[box])
+        # a border pinned to the band's edge means the coarse pass was wrong beyond it (a thin structure): widen
+        unsure = _pinned_cells(fine[box], band[box], [b.start for b in box], factors, coarse.shape)
+        if not unsure.any():
+            break
+    return fine
+
+
+REFINEMENT_ROUNDS = 6
+THIN_EDGE_LEVEL = EDGE_LEVELS // 4
+
+
+def _pinned_cells(labels: np.ndarray, band: np.ndarray, offset, factors, shape) -> np.ndarray:
+    """Coarse cells on both sides of band-edge voxels whose label differs from their fixed neighbour outside."""
+    pinned = np.zeros(shape, dtype=bool)
+    for axis in range(labels.ndim):
+        first, second = [slice(None)] * labels.ndim, [slice(None)] * labels.ndim
+        first[axis], second[axis] = slice(None, -1), slice(1, None)
+        a, b = tuple(first), tuple(second)
+        edge = (band[a] != band[b]) & (labels[a] != labels[b])
+        for side in (a, b):
+            voxels = np.argwhere(edge) + [s.start or 0 for s in side] + np.asarray(offset)
+            pinned[tuple((voxels // factors).T)] = True
+    return pinned
+
+
+def _block_max(array: np.ndarray, factors: tuple[int, ...], reduce=np.max) -> np.ndarray:
+    """``reduce`` over blocks of ``factors`` voxels (the border padded by repeating its last voxels)."""
+    padded = np.pad(array, [(0, -n % f) for n, f in zip(array.shape, factors)], mode="edge")
+    blocks = padded.reshape([v for n, f in zip(padded.shape, factors) for v in (n // f, f)])
+    return reduce(blocks, axis=tuple(range(1, blocks.ndim, 2)))
+
+
+def _coarse_markers(markers: np.ndarray, factors: tuple[int, ...], shape) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds on the coarse grid; cells holding seeds of different labels get none and are marked unsure."""
+    seeds = np.argwhere(markers)
+    values = markers[tuple(seeds.T)]
+    cells = tuple((seeds // factors).T)
+    highest, lowest = np.zeros(shape, markers.dtype), np.full(shape, np.iinfo(markers.dtype).max, markers.dtype)
+    np.maximum.at(highest, cells, values)
+    np.minimum.at(lowest, cells, values)
+    unsure = (highest > 0) & (highest != lowest)
+    highest[unsure] = 0
+    return highest, unsure
+
+
+def _label_borders(labels: np.ndarray) -> np.ndarray:
+    """Voxels with a face neighbour of another label."""
+    borders = np.zeros(labels.shape, dtype=bool)
+    for axis in range(labels.ndim):
+        differs = np.diff(labels, axis=axis) != 0
+        before, after = [slice(None)] * labels.ndim, [slice(None)] * labels.ndim
+        before[axis], after[axis] = slice(None, -1), slice(1, None)
+        borders[tuple(before)] |= differs
+        borders[tuple(after)] |= differs
+    return borders
+
+
+def _upsample(array: np.ndarray, factors: tuple[int, ...], shape) -> np.ndarray:
+    """Nearest-neighbour upsampling by ``factors``, cropped to ``shape``."""
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            array = np.repeat(array, factor, axis=axis)
+    return np.ascontiguousarray(array[tuple(slice(0, n) for n in shape)])
+
+
+def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The slices of the smallest box holding ``mask``'s non-zero voxels, widened by ``margin`` voxels."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
 
 
 def grow(image: sitk.Image, seeds: Sequence[Point] = (), method: str = "connected", *,

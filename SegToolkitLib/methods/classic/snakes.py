@@ -28,7 +28,6 @@ from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ...errors import InputError
 from ...progress import CancelToken, ProgressCallback, report
@@ -277,7 +276,7 @@ class SnakeSession:
         else:
             g = sitk.GetArrayFromImage(edge_map(gradient_magnitude(crop, self.sigma_mm), self.edge_strength))
         g = g.astype(np.float32)
-        self._g_gradient = [d[inner].astype(np.float32) for d in np.gradient(g, *self._spacing)]
+        self._g_gradient = [d[inner].astype(np.float32) for d in np.gradient(g, *map(float, self._spacing))]
         self._g = g[inner]
 
     def _grow_roi_if_needed(self) -> bool:
@@ -308,11 +307,14 @@ class SnakeSession:
         return float(3.0 * self._spacing.max())
 
     def _signed_distance(self, inside: np.ndarray) -> np.ndarray:
-        outside_distance = ndimage.distance_transform_edt(~inside, sampling=self._spacing)
-        inside_distance = ndimage.distance_transform_edt(inside, sampling=self._spacing)
-        phi = (outside_distance - inside_distance).astype(np.float32)
-        phi += np.where(inside, 0.5, -0.5).astype(np.float32) * float(self._spacing.min())
-        return np.clip(phi, -self._band, self._band)
+        """Signed distance (mm, negative inside) clipped to the band; the zero level lies halfway between the
+        inside and the outside voxel centres (ITK's Maurer transform measures to the inside border voxels)."""
+        image = sitk.GetImageFromArray(inside.astype(np.uint8))
+        image.SetSpacing([float(s) for s in self._spacing[::-1]])
+        distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+            image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)).astype(np.float32)
+        distance -= np.float32(0.5 * self._spacing.min())
+        return np.clip(distance, -self._band, self._band)
 
     def _iterate(self) -> None:
         phi = self._phi
@@ -365,9 +367,10 @@ class SnakeSession:
             speed = p.expansion * self._g
         if p.smoothness <= 0:
             return speed, np.zeros_like(phi)
-        central = np.gradient(phi, *self._spacing)
+        steps = [float(h) for h in self._spacing]  # Python floats keep the arithmetic in float32
+        central = np.gradient(phi, *steps)
         norm = np.sqrt(sum(c * c for c in central)) + 1e-8
-        kappa = sum(np.gradient(c / norm, s, axis=a) for a, (c, s) in enumerate(zip(central, self._spacing)))
+        kappa = sum(np.gradient(c / norm, s, axis=a) for a, (c, s) in enumerate(zip(central, steps)))
         return speed, p.smoothness * kappa * norm
 
 
