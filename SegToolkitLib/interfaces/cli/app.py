@@ -18,6 +18,14 @@ from ...errors import SegToolkitError
 
 # Order = order in ``segtoolkit --help``: segmentation methods, then measuring, then the demo.
 COMMAND_MODULES = (
+    "threshold",
+    "grow",
+    "snake",
+    "register",
+    "atlas",
+    "plan",
+    "train",
+    "predict",
     "measure",
     "compare",
     "sample",
