@@ -53,6 +53,7 @@ DemoStep = Callable[[Phantom, Union[ProgressCallback, None]], list[DemoResult]]
 DEMO_STEPS: tuple[str, ...] = (
     "SegToolkitLib.methods.classic.demo:demo_step",
     "SegToolkitLib.methods.atlas.demo:demo_step",
+    "SegToolkitLib.methods.deep.demo:demo_step",
 )
 
 
