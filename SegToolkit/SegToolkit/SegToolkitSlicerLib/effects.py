@@ -150,3 +150,50 @@ def grow_from_segments(oriented_image, segmentation_node, segment_ids: Sequence[
     seeds.CopyInformation(image)
     labels = sitk.GetArrayFromImage(competitive_growing(image, seed_map=seeds))
     return {segment_id: labels == value for value, segment_id in enumerate(segment_ids, start=1)}
+
+
+class EffectResultMixin:
+    """Shared by the Snake and Region growing effects: clicks to voxels, a live preview node, undoable Apply.
+
+    Needs ``self.scriptedEffect``, ``self.xyToIjk`` (from AbstractScriptedSegmentEditorEffect) and a class
+    attribute ``previewName``; uses only MRML, so it imports no Qt.
+    """
+
+    previewName = "SegToolkit preview"
+    previewNode = None
+
+    def sourceImage(self):
+        return self.scriptedEffect.sourceVolumeImageData()
+
+    def clickedIjk(self, callerInteractor, viewWidget):
+        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
+        xy = callerInteractor.GetEventPosition()
+        return self.xyToIjk(xy, viewWidget, self.sourceImage(), segmentationNode.GetParentTransformNode())
+
+    def showPreview(self, mask) -> None:
+        """Show a mask (source grid) in a temporary segmentation node drawn over the slice views."""
+        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
+        scene = segmentationNode.GetScene()
+        if self.previewNode is None or self.previewNode.GetScene() is None:
+            self.previewNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.previewName)
+            self.previewNode.CreateDefaultDisplayNodes()
+            self.previewNode.SetHideFromEditors(True)
+            self.previewNode.GetDisplayNode().SetOpacity2DFill(0.3)
+            self.previewNode.GetSegmentation().AddEmptySegment("preview", "preview", [1.0, 0.9, 0.1])
+        self.previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mask_to_oriented_image(mask, self.sourceImage()), self.previewNode, "preview",
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+    def removePreview(self) -> None:
+        if self.previewNode is not None and self.previewNode.GetScene() is not None:
+            self.previewNode.GetScene().RemoveNode(self.previewNode)
+        self.previewNode = None
+
+    def applyMask(self, mask) -> None:
+        """Add the mask to the selected segment, undoably (masking and overwrite settings apply)."""
+        self.scriptedEffect.saveStateForUndo()
+        modifier = self.scriptedEffect.defaultModifierLabelmap()
+        modifier.DeepCopy(mask_to_oriented_image(mask, self.sourceImage()))
+        self.scriptedEffect.modifySelectedSegmentByLabelmap(
+            modifier, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd)

@@ -13,11 +13,11 @@ import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 from SegToolkitSlicerLib import effects
 
-PREVIEW_NAME = "Snake contour"
 
-
-class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+class SegmentEditorEffect(effects.EffectResultMixin, AbstractScriptedSegmentEditorEffect):
     """Active contour grown from clicked bubbles."""
+
+    previewName = "Snake contour"
 
     def __init__(self, scriptedEffect):
         scriptedEffect.name = "Snake"
@@ -25,7 +25,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.session = None
-        self.previewNode = None
         self.timer = qt.QTimer()
         self.timer.setInterval(50)
         self.timer.connect("timeout()", self.onTick)
@@ -174,38 +173,3 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def icon(self):
         iconPath = os.path.join(os.path.dirname(__file__), "SegmentEditorEffect.png")
         return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
-
-    def sourceImage(self):
-        return self.scriptedEffect.sourceVolumeImageData()
-
-    def clickedIjk(self, callerInteractor, viewWidget):
-        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
-        xy = callerInteractor.GetEventPosition()
-        return self.xyToIjk(xy, viewWidget, self.sourceImage(), segmentationNode.GetParentTransformNode())
-
-    def showPreview(self, mask):
-        """Show a mask (source grid) in a temporary segmentation node drawn over the slice views."""
-        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
-        if self.previewNode is None or self.previewNode.GetScene() is None:
-            self.previewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREVIEW_NAME)
-            self.previewNode.CreateDefaultDisplayNodes()
-            self.previewNode.SetHideFromEditors(True)
-            self.previewNode.GetDisplayNode().SetOpacity2DFill(0.3)
-            self.previewNode.GetSegmentation().AddEmptySegment("preview", "preview", [1.0, 0.9, 0.1])
-        self.previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
-        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            effects.mask_to_oriented_image(mask, self.sourceImage()), self.previewNode, "preview",
-            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
-
-    def removePreview(self):
-        if self.previewNode is not None and self.previewNode.GetScene() is not None:
-            slicer.mrmlScene.RemoveNode(self.previewNode)
-        self.previewNode = None
-
-    def applyMask(self, mask):
-        """Add the mask to the selected segment, undoably (masking and overwrite settings apply)."""
-        self.scriptedEffect.saveStateForUndo()
-        modifier = self.scriptedEffect.defaultModifierLabelmap()
-        modifier.DeepCopy(effects.mask_to_oriented_image(mask, self.sourceImage()))
-        self.scriptedEffect.modifySelectedSegmentByLabelmap(
-            modifier, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd)
