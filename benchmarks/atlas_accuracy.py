@@ -4,7 +4,12 @@
    on the annotated ES slices only; identity, rigid, affine, deformable (B-spline; MI and correlation) and
    diffeomorphic (demons). Targets: deformable >= 0.85 and clearly better than affine.
 2. Sunnybrook leave-one-out multi-atlas: the other patients' ED cases as atlases for each ES image, with each
-   fusion method. Target: >= 0.75 with the best fusion.
+   fusion method. Target: >= 0.75 with the best fusion. Between patients the hearts differ in position, size and
+   slice planning: geometric-centre initialisation, then rigid + affine on Mattes MI sampled only where the atlas
+   labels dilated by ``--loo-margin`` mm lie (``RegistrationOptions.mask_margin_mm``). Measured (fast preset):
+   majority 0.78, STAPLE 0.76, weighted 0.75 with affine. Linear-stage smoothing relative to the 10 mm slice gap
+   (instead of the 1.3 mm pixels) had kept this at 0.66-0.70; diffeomorphic demons after the affine lowered it
+   (0.69-0.72) because between patients the demons force follows unrelated anatomy.
 3. Known truth: the TotalSegmentator CT example (3 mm) warped by a smooth random deformation, its labels
    propagated back by registration, per-organ Dice against the truth.
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -76,14 +82,15 @@ def ed_to_es(cases: dict, preset: str) -> None:
             cells.append(f"{row[-1]:.3f} ({result.seconds:5.1f} s)")
         for name, value in zip(names, row):
             scores[name].append(value)
-        print(f"{patient:12} " + "  ".join(f"{cell:>22}" for cell in cells), flush=True)
+        print(f"{patient:12} " + "  ".join(f"{cell:>22}" for cell in cells) + f"  load {_load()}", flush=True)
     print("mean         " + "  ".join(f"{statistics.mean(scores[name]):>22.3f}" for name in names))
 
 
-def leave_one_out(cases: dict, preset: str, transform: str) -> None:
+def leave_one_out(cases: dict, preset: str, transform: str, margin_mm: float) -> None:
     patients = sorted({name.rsplit("_", 1)[0] for name in cases})
     print(f"\n## Sunnybrook leave-one-out multi-atlas (ED atlases of the other patients -> ES target), "
-          f"{transform}, preset {preset}")
+          f"{transform}, preset {preset}, init geometry, atlas mask margin {margin_mm} mm")
+    options = RegistrationOptions(transform, preset, "mi", "geometry", mask_margin_mm=margin_mm)
     scores: dict[str, list[float]] = {f"single {n}": [] for n in range(1, len(patients))}
     scores.update({fusion: [] for fusion in FUSION_METHODS})
     for target_patient in patients:
@@ -95,7 +102,7 @@ def leave_one_out(cases: dict, preset: str, transform: str) -> None:
                 continue
             ed = cases[f"{patient}_ED"]
             atlas = Atlas(ed["image"], LabelMap(ed["labels"], LabelTable()), patient)
-            propagated.append(propagate_atlas(target["image"], atlas, RegistrationOptions(transform, preset)))
+            propagated.append(propagate_atlas(target["image"], atlas, options))
         seconds = time.perf_counter() - start
         cells = []
         for number, item in enumerate(propagated, start=1):
@@ -105,7 +112,7 @@ def leave_one_out(cases: dict, preset: str, transform: str) -> None:
             fused = fuse_labels([p.labels for p in propagated], fusion, [p.image for p in propagated], target["image"])
             scores[fusion].append(blood_pool_dice(fused, target))
             cells.append(f"{fusion} {scores[fusion][-1]:.3f}")
-        print(f"{target_patient}: " + ", ".join(cells) + f" (registration {seconds:.0f} s)", flush=True)
+        print(f"{target_patient}: " + ", ".join(cells) + f" (registration {seconds:.0f} s, load {_load()})", flush=True)
     print("mean: " + ", ".join(f"{name} {statistics.mean(values):.3f}" for name, values in scores.items()))
 
 
@@ -119,7 +126,8 @@ def smooth_random_field(reference: sitk.Image, amplitude_mm: float, spacing_mm: 
     return transform
 
 
-def ct_known_truth(data: Path, preset: str) -> None:
+def ct_known_truth_case(data: Path) -> tuple[sitk.Image, sitk.Image, sitk.Image, sitk.Image, list[int]]:
+    """The CT example at 3 mm and its labels, the deformed image, the true labels on it, and the organs present."""
     folder = data / "totalsegmentator_ct_examples"
     meta = json.loads((folder / "dataset.json").read_text())["cases"][0]
     image = sitk.ReadImage(str(folder / meta["image"]), sitk.sitkFloat32)
@@ -130,9 +138,14 @@ def ct_known_truth(data: Path, preset: str) -> None:
     deformation = smooth_random_field(image, amplitude_mm=5.0, spacing_mm=50.0, seed=4)
     warped_image = sitk.Resample(image, image, deformation, sitk.sitkLinear, -1024.0)
     truth = warp_labels(labels, image, deformation)
+    present = [v for v in CT_ORGANS if np.any(sitk.GetArrayViewFromImage(labels) == v)]
+    return image, labels, warped_image, truth, present
+
+
+def ct_known_truth(data: Path, preset: str) -> None:
+    image, labels, warped_image, truth, present = ct_known_truth_case(data)
     print(f"\n## TotalSegmentator CT known truth: {image.GetSize()} at 3 mm, random B-spline deformation "
           "(50 mm grid, 5 mm SD); original labels propagated onto the deformed image")
-    present = [v for v in CT_ORGANS if np.any(sitk.GetArrayViewFromImage(labels) == v)]
     print("transform      seconds  " + "  ".join(f"{CT_ORGANS[v][:12]:>12}" for v in present) + "      mean")
     atlas = Atlas(image, LabelMap(labels, LabelTable()), "ct")
     rows = [("identity", 0.0, labels)]
@@ -140,12 +153,18 @@ def ct_known_truth(data: Path, preset: str) -> None:
         result = propagate_atlas(warped_image, atlas, RegistrationOptions(kind, preset, init="none"))
         rows.append((kind, result.registration.seconds, result.labels))
     for name, seconds, result in rows:
-        dice = [_dice(result, truth, v) for v in present]
+        dice = [organ_dice(result, truth, v) for v in present]
         print(f"{name:14} {seconds:7.1f}  " + "  ".join(f"{d:12.3f}" for d in dice) +
-              f"  {statistics.mean(dice):8.3f}", flush=True)
+              f"  {statistics.mean(dice):8.3f}  load {_load()}", flush=True)
 
 
-def _dice(result: sitk.Image, truth: sitk.Image, value: int) -> float:
+def _load() -> str:
+    """The 1-minute load average (the 2-core machine is shared, so timings are noisy)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def organ_dice(result: sitk.Image, truth: sitk.Image, value: int) -> float:
+    """Dice of one label value between two label maps on one grid."""
     a, b = sitk.GetArrayViewFromImage(result) == value, sitk.GetArrayViewFromImage(truth) == value
     return 2.0 * float(np.logical_and(a, b).sum()) / max(1, int(a.sum() + b.sum()))
 
@@ -166,7 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", action="append", choices=("sunnybrook", "loo", "ct"))
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--loo-transform", default="diffeomorphic")
+    parser.add_argument("--loo-transform", default="affine")
+    parser.add_argument("--loo-margin", type=float, default=25.0, help="atlas mask margin in mm (leave-one-out)")
     args = parser.parse_args()
     parts = args.part or ["sunnybrook", "loo", "ct"]
     data = require_shared_data()
@@ -176,7 +196,7 @@ def main() -> None:
         if "sunnybrook" in parts:
             ed_to_es(cases, args.preset)
         if "loo" in parts:
-            leave_one_out(cases, args.preset, args.loo_transform)
+            leave_one_out(cases, args.preset, args.loo_transform, args.loo_margin)
     if "ct" in parts:
         ct_known_truth(data, args.preset)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def main() -> None:
             result = register(fixed, moving, kind, args.preset, init=init)
             total = time.perf_counter() - start
             stages = ", ".join(f"{stage.name} {stage.seconds:.1f} s" for stage in result.stages)
-            print(f"{name}: affine+{kind} {total:.1f} s ({stages})", flush=True)
+            print(f"{name}: affine+{kind} {total:.1f} s ({stages}; load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from SegToolkitLib.errors import InputError, OutputError
-from SegToolkitLib.methods.atlas import load_transform, register, resample_image, save_transform
+from SegToolkitLib.methods.atlas import initial_transform, load_transform, register, resample_image, save_transform
 
 OBLIQUE = sitk.VersorTransform((0.2, 0.1, 1.0), 0.3).GetMatrix()
 
@@ -93,6 +93,23 @@ def test_geometry_and_moments_initialisation_align_shifted_images(fixed):
         assert max_point_error(result.transform, truth, fixed) < 1.0, init
 
 
+def test_axes_initialisation_undoes_a_different_scanner_pose(fixed):
+    """The same pixels stored with another direction and origin (another slice planning in the scanner)."""
+    posed = sitk.Image(fixed)
+    posed.SetDirection(sitk.VersorTransform((1.0, -0.3, 0.2), 1.1).GetMatrix())
+    posed.SetOrigin((-80.0, 35.0, 12.0))
+    # the truth maps each fixed point to the moving point with the same voxel index (the grids have equal spacing)
+    fixed_axes = np.array(fixed.GetDirection()).reshape(3, 3)
+    moving_axes = np.array(posed.GetDirection()).reshape(3, 3)
+    rotation = moving_axes @ fixed_axes.T
+    truth = sitk.AffineTransform(3)
+    truth.SetMatrix(rotation.ravel().tolist())
+    truth.SetTranslation((np.array(posed.GetOrigin()) - rotation @ np.array(fixed.GetOrigin())).tolist())
+    initial = initial_transform(fixed, posed, "axes")
+    assert max_point_error(initial, truth, fixed) < 1e-3
+    assert max_point_error(initial_transform(fixed, posed, "geometry"), truth, fixed) > 10.0
+
+
 def test_deformable_stages_reduce_the_local_error(fixed):
     local = sitk.BSplineTransformInitializer(fixed, [3, 3, 2], order=3)
     rng = np.random.default_rng(1)
@@ -104,7 +121,7 @@ def test_deformable_stages_reduce_the_local_error(fixed):
         return float(np.mean((sitk.GetArrayViewFromImage(warped) - sitk.GetArrayViewFromImage(fixed)) ** 2))
 
     affine = error(register(fixed, moving, "affine", "fast", "correlation", init="none"))
-    for kind, preset in (("deformable", "fast"), ("diffeomorphic", "accurate")):
+    for kind, preset in (("deformable", "fast"), ("diffeomorphic", "default")):
         result = register(fixed, moving, kind, preset, "correlation", init="none")
         assert result.stages[-1].name == kind
         assert error(result) < 0.75 * affine, kind
@@ -118,10 +135,15 @@ def test_progress_is_reported_up_to_completion(fixed):
     assert all(0.0 <= value <= 1.0 for value in seen)
 
 
+@pytest.fixture(scope="module")
+def deformable_result(fixed):
+    return register(fixed, moved(fixed, sitk.TranslationTransform(3, (2.0, 0.0, 1.0))), "deformable", "fast",
+                    init="none")
+
+
 @pytest.mark.parametrize("suffix", [".tfm", ".h5"])
-def test_composite_transform_file_round_trip(fixed, tmp_path, suffix):
-    result = register(fixed, moved(fixed, sitk.TranslationTransform(3, (2.0, 0.0, 1.0))), "deformable", "fast",
-                      init="none")
+def test_composite_transform_file_round_trip(fixed, deformable_result, tmp_path, suffix):
+    result = deformable_result
     path = save_transform(result.transform, tmp_path / f"t{suffix}")
     loaded = load_transform(path)
     point = fixed.TransformContinuousIndexToPhysicalPoint((20.0, 15.0, 10.0))
@@ -162,6 +184,6 @@ def test_a_mask_on_another_grid_is_refused(fixed):
 def test_2d_registration_recovers_a_translation():
     fixed2d = sitk.Extract(blob_image(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)), [48, 44, 0], [0, 0, 8])
     truth = sitk.TranslationTransform(2, (3.0, -2.0))
-    result = register(fixed2d, moved(fixed2d, truth), "affine", "default", "correlation", init="none")
+    result = register(fixed2d, moved(fixed2d, truth), "affine", "fast", "correlation", init="none")
     point = fixed2d.TransformContinuousIndexToPhysicalPoint((24.0, 22.0))
     assert np.linalg.norm(np.subtract(result.transform.TransformPoint(point), truth.TransformPoint(point))) < 1.0

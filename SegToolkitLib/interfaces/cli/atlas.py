@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     add_registration_arguments(parser, default_transform="deformable")
     parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="onehot",
                         help="label warping: per-label linear interpolation + argmax (default) or nearest neighbour")
+    parser.add_argument("--mask-margin", type=float, metavar="MM",
+                        help="register only the region of each atlas's labels dilated by MM mm (recommended "
+                             "between subjects, e.g. 25)")
     parser.add_argument("--save-transforms", type=Path, metavar="DIR",
                         help="write each atlas's transform into this existing folder (<atlas name>.h5)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -57,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         atlas.name = name
         if args.save_transforms is not None:
             check_transform_path(args.save_transforms / f"{name}.h5", args.transform, inputs)
-    options = RegistrationOptions(args.transform, args.preset, args.metric, args.init, args.interpolation)
+    if args.mask_margin is not None and args.mask_margin < 0:
+        raise InputError(f"--mask-margin {args.mask_margin}: must be zero or positive")
+    options = RegistrationOptions(args.transform, args.preset, args.metric, args.init, args.interpolation,
+                                  args.mask_margin)
     with ConsoleProgress("atlas") as progress:
         result = segment_with_atlases(target, atlases, args.fusion, options, args.workers, progress,
                                       target_name=str(args.target))

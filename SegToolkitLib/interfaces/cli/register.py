@@ -38,8 +38,9 @@ def add_registration_arguments(parser: argparse.ArgumentParser, default_transfor
     parser.add_argument("--metric", choices=METRICS, default="mi",
                         help="mi = Mattes mutual information (any modality, default); correlation (same modality)")
     parser.add_argument("--init", choices=INITIALISATIONS, default="geometry",
-                        help="initial alignment: geometric centres (default), centres of mass (moments), or "
-                             "none (the images are already in one physical space)")
+                        help="initial alignment: geometric centres (default), centres of mass (moments), image "
+                             "axes and centres (axes: same planning, different scanner pose), or none (the images "
+                             "are already in one physical space)")
 
 
 def run(args: argparse.Namespace) -> int:

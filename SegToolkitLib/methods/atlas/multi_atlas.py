@@ -42,6 +42,9 @@ class RegistrationOptions:
     metric: str = "mi"
     init: str = "geometry"
     interpolation: str = "onehot"
+    # When set, the metric only samples where the atlas labels dilated by this margin lie: the registration then
+    # aligns the labelled structures rather than the whole field of view (inter-subject atlases).
+    mask_margin_mm: float | None = None
 
 
 @dataclass
@@ -124,13 +127,23 @@ def propagate_atlas(target: sitk.Image, atlas: Atlas, options: RegistrationOptio
                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                     target_name: str = "target image") -> PropagatedAtlas:
     """Register one atlas onto the target and warp its labels and image onto the target grid."""
+    moving_mask = None if options.mask_margin_mm is None else atlas_mask(atlas, options.mask_margin_mm)
     result = register(target, atlas.image, options.transform, options.preset, options.metric, options.init,
-                      progress=scaled(progress, 0.0, 0.9), cancel=cancel, fixed_name=target_name,
-                      moving_name=atlas.name)
+                      moving_mask=moving_mask, progress=scaled(progress, 0.0, 0.9), cancel=cancel,
+                      fixed_name=target_name, moving_name=atlas.name)
     labels = warp_labels(atlas.labels.image, target, result.transform, options.interpolation,
                          scaled(progress, 0.9, 1.0), cancel)
     image = resample_image(sitk.Cast(atlas.image, sitk.sitkFloat32), target, result.transform)
     return PropagatedAtlas(atlas.name, result, labels, image)
+
+
+def atlas_mask(atlas: Atlas, margin_mm: float) -> sitk.Image:
+    """The atlas's labelled voxels dilated by ``margin_mm`` (an ellipsoidal margin, rounded to voxels per axis)."""
+    if margin_mm < 0:
+        raise InputError(f"atlas mask margin {margin_mm} mm: must be zero or positive")
+    mask = sitk.Cast(atlas.labels.image > 0, sitk.sitkUInt8)
+    radius = [int(round(margin_mm / spacing)) for spacing in atlas.labels.image.GetSpacing()]
+    return sitk.BinaryDilate(mask, radius) if max(radius) > 0 else mask
 
 
 def _propagate_in_workers(target, atlases, options, workers, progress, cancel, target_name) -> list[PropagatedAtlas]:

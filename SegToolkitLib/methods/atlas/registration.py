@@ -5,8 +5,10 @@ moving image and its labels are brought onto the fixed grid with :func:`resample
 Stages run in order (``rigid`` < ``affine`` < ``deformable``/``diffeomorphic``), each starting from the result of
 the previous one:
 
-* initialisation: geometric centres (``geometry``), centres of mass (``moments``) or the images' own physical
-  positions (``none``, for images already in one scanner space such as two phases of one acquisition);
+* initialisation: geometric centres (``geometry``), centres of mass (``moments``), image axes and centres
+  (``axes``: the grids' directions rotated onto each other, for series planned alike on the anatomy but posed
+  differently in the scanner) or the images' own physical positions (``none``, for images already in one scanner
+  space such as two phases of one acquisition);
 * rigid and affine: multi-resolution gradient descent on Mattes mutual information (``mi``, any modality) or
   normalised correlation (``correlation``, same modality), with optional fixed/moving masks;
 * ``deformable``: a cubic B-spline free-form deformation refined over the resolution levels;
@@ -33,7 +35,7 @@ from ...progress import CancelToken, ProgressCallback, report, scaled
 TRANSFORM_TYPES = ("rigid", "affine", "deformable", "diffeomorphic")
 PRESETS = ("fast", "default", "accurate")
 METRICS = ("mi", "correlation")
-INITIALISATIONS = ("geometry", "moments", "none")
+INITIALISATIONS = ("geometry", "moments", "axes", "none")
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat")
 MIN_OVERLAP_FRACTION = 0.02  # of the fixed image's extent that must land inside the moving image
 
@@ -43,7 +45,7 @@ class Preset:
     """Speed/accuracy settings for all stages."""
 
     shrink_factors: tuple[int, ...]
-    smoothing_sigmas_mm: tuple[float, ...]  # per level, multiplied by the fixed image's largest spacing
+    smoothing_sigmas_mm: tuple[float, ...]  # per level, times the fixed image's finest (B-spline: largest) spacing
     linear_iterations: int
     linear_samples: int  # metric samples per level for rigid/affine
     bspline_grid_mm: float  # control point spacing at the finest level
@@ -216,12 +218,15 @@ def _translated_errors(fixed_name: str, moving_name: str, stage: str) -> Iterato
 
 
 def initial_transform(fixed: sitk.Image, moving: sitk.Image, init: str = "geometry") -> sitk.Transform:
-    """A rigid transform aligning the geometric centres, the centres of mass, or nothing (``none``)."""
+    """A rigid transform aligning the geometric centres, the centres of mass, the image axes and centres
+    (``axes``), or nothing (``none``)."""
     dimension = fixed.GetDimension()
     rigid = sitk.Euler3DTransform() if dimension == 3 else sitk.Euler2DTransform()
     if init == "none":
         rigid.SetCenter(_centre(fixed))
         return rigid
+    if init == "axes":
+        return _axes_alignment(fixed, moving, rigid)
     if init == "moments":
         # Centres of mass need non-negative intensities (CT has -1000 HU air).
         fixed, moving = _non_negative(fixed), _non_negative(moving)
@@ -230,6 +235,22 @@ def initial_transform(fixed: sitk.Image, moving: sitk.Image, init: str = "geomet
         mode = sitk.CenteredTransformInitializerFilter.GEOMETRY
     return sitk.Euler3DTransform(sitk.CenteredTransformInitializer(fixed, moving, rigid, mode)) if dimension == 3 \
         else sitk.Euler2DTransform(sitk.CenteredTransformInitializer(fixed, moving, rigid, mode))
+
+
+def _axes_alignment(fixed: sitk.Image, moving: sitk.Image, rigid: sitk.Transform) -> sitk.Transform:
+    """Rotate the fixed image's axes onto the moving image's and match the grid centres: for stacks planned the
+    same way on the anatomy (e.g. cardiac short-axis series) whose scanner poses differ."""
+    dimension = fixed.GetDimension()
+    fixed_axes = np.array(fixed.GetDirection()).reshape(dimension, dimension)
+    moving_axes = np.array(moving.GetDirection()).reshape(dimension, dimension)
+    left, _, right = np.linalg.svd(moving_axes @ fixed_axes.T)
+    rotation = left @ right  # the nearest exact rotation (stored directions are rounded)
+    if np.linalg.det(rotation) < 0:  # one grid is mirrored: keep a proper rotation, align the centres only
+        rotation = np.eye(dimension)
+    rigid.SetCenter(_centre(fixed))
+    rigid.SetMatrix(rotation.ravel().tolist())
+    rigid.SetTranslation(np.subtract(_centre(moving), _centre(fixed)).tolist())
+    return rigid
 
 
 def _non_negative(image: sitk.Image) -> sitk.Image:
@@ -245,7 +266,8 @@ def _centre(image: sitk.Image) -> tuple[float, ...]:
 
 
 def _method(fixed: sitk.Image, shrink: tuple[int, ...], sigmas: tuple[float, ...], samples: int, metric: str,
-            fixed_mask: sitk.Image | None, moving_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
+            fixed_mask: sitk.Image | None, moving_mask: sitk.Image | None,
+            smooth_by_largest_spacing: bool = False) -> sitk.ImageRegistrationMethod:
     """A registration method with the metric, sampling and pyramid shared by all stages."""
     method = sitk.ImageRegistrationMethod()
     if metric == "mi":
@@ -258,8 +280,11 @@ def _method(fixed: sitk.Image, shrink: tuple[int, ...], sigmas: tuple[float, ...
     method.SetMetricSamplingPercentagePerLevel([min(1.0, samples / count) for count in level_voxels], seed=7)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel(list(shrink))
-    largest_spacing = max(fixed.GetSpacing())
-    method.SetSmoothingSigmasPerLevel([sigma * largest_spacing for sigma in sigmas])
+    # Rigid/affine smooth relative to the finest spacing: on thick-slice stacks (cardiac short axis, 1.3 x 10 mm)
+    # sigmas in units of the slice gap blurred the in-plane anatomy away and let inter-subject alignment drift
+    # (leave-one-out Sunnybrook Dice 0.66 -> 0.78). The B-spline stage keeps the heavier smoothing it was tuned with.
+    unit = max(fixed.GetSpacing()) if smooth_by_largest_spacing else min(fixed.GetSpacing())
+    method.SetSmoothingSigmasPerLevel([sigma * unit for sigma in sigmas])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
@@ -324,7 +349,7 @@ def _bspline_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform
     mesh = [max(1, int(math.ceil(length / coarse_grid))) for length in extent]
     bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     method = _method(fixed, settings.shrink_factors, settings.smoothing_sigmas_mm, settings.bspline_samples, metric,
-                     fixed_mask, moving_mask)
+                     fixed_mask, moving_mask, smooth_by_largest_spacing=True)
     method.SetOptimizerAsLBFGS2(solutionAccuracy=1e-4, numberOfIterations=settings.bspline_iterations,
                                 deltaConvergenceTolerance=1e-5)
     method.SetMovingInitialTransform(linear)
