@@ -70,7 +70,7 @@ class SegToolkitParameterNode:
     growingMode: Annotated[str, Choice(list(GROWING_MODES))] = "confidence"
     multiplier: Annotated[float, WithinRange(0.5, 10.0)] = 2.5
     competitorSeeds: vtkMRMLMarkupsFiducialNode
-    snakeExpansion: float = 1.0
+    snakeExpansion: Annotated[float, WithinRange(-5.0, 5.0)] = 1.0
     snakeSmoothness: Annotated[float, WithinRange(0.0, 5.0)] = 0.3
     snakeIterations: Annotated[int, WithinRange(1, 10000)] = 500
     measurementTable: vtkMRMLTableNode
@@ -113,11 +113,7 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegToolkitLogic()
 
-        for combo, items in ((self.ui.methodComboBox, METHODS), (self.ui.growingModeComboBox, GROWING_MODES),
-                             (self.ui.atlasTransformComboBox, ATLAS_TRANSFORMS),
-                             (self.ui.atlasPresetComboBox, ATLAS_PRESETS),
-                             (self.ui.atlasFusionComboBox, FUSION_METHODS), (self.ui.deviceComboBox, DEVICES)):
-            combo.addItems(list(items))
+        # the Choice combo boxes get their items from connectGui (the parameter node wrapper's combo box connector)
         self.ui.seedsPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -200,7 +196,8 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         params = self._parameterNode
         hasVolume = bool(params and params.inputVolume)
         needsSeeds = params and params.method != "threshold"
-        hasSeeds = bool(params and params.seeds and params.seeds.GetNumberOfControlPoints())
+        # placing points does not modify the parameter node: an empty seeds node is reported on Apply instead
+        hasSeeds = bool(params and params.seeds)
         ready = hasVolume and (hasSeeds or not needsSeeds)
         self.ui.previewButton.enabled = ready
         self.ui.applyButton.enabled = ready
@@ -267,7 +264,8 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 (self.ui.trainingListWidget, p.trainVolumes, p.trainSegmentations)):
             listWidget.clear()
             for volume, segmentation in zip(volumes, segmentations):
-                listWidget.addItem(f"{volume.GetName()}  +  {segmentation.GetName()}")
+                names = [node.GetName() if node is not None else _("(deleted)") for node in (volume, segmentation)]
+                listWidget.addItem("  +  ".join(names))
         if self.ui.atlasFolderPathLineEdit.currentPath != p.atlasFolder:
             self.ui.atlasFolderPathLineEdit.currentPath = p.atlasFolder
 
@@ -355,9 +353,9 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyDeep(self) -> None:
         p = self._parameterNode
-        if not self.logic.ensureDeepDependencies():
-            return
         with slicer.util.tryWithErrorDisplay(_("Deep learning segmentation failed."), waitCursor=True):
+            if not self.logic.ensureDeepDependencies():
+                return
             core = self.logic.core()
             p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
             job = core.predict_job(p.inputVolume, p.deepModel, p.outputSegmentation, device=p.deepDevice,
@@ -370,9 +368,9 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.modelsFolder():
             slicer.util.errorDisplay(_("Choose a models folder first: the trained model is saved there."))
             return
-        if not self.logic.ensureDeepDependencies():
-            return
         with slicer.util.tryWithErrorDisplay(_("Training failed to start."), waitCursor=True):
+            if not self.logic.ensureDeepDependencies():
+                return
             outputDir = os.path.join(self.modelsFolder(), p.trainModelName.strip())
             job = self.logic.core().train_job(list(zip(p.trainVolumes, p.trainSegmentations)), outputDir,
                                               p.trainMinutes, modality="CT" if p.trainIsCT else "",
@@ -547,7 +545,7 @@ class SegToolkitTest(ScriptedLoadableModuleTest):
         core = SegToolkitLogic().core()
         atlasSegmentation = core.output_segmentation(atlasVolume)
         core.write(core.threshold_labels(atlasVolume, 50, 150, name="Ball"), atlasVolume, atlasSegmentation)
-        target, _ = self._ballVolume()
+        target, _targetBall = self._ballVolume()
         target.SetName("target")
         runner = JobRunner(core.atlas_job(target, [(atlasVolume, atlasSegmentation)], transform="rigid",
                                           preset="fast")).start()

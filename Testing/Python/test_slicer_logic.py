@@ -245,9 +245,10 @@ def test_measurement_table_matches_segtoolkitlib(mrml, geometry, tmp_path):
 
 
 def test_requirements_never_touch_slicers_own_packages(tmp_path):
-    from SegToolkitSlicerLib.dependencies import missing, read_requirements
+    from SegToolkitSlicerLib.dependencies import missing, read_requirements, requirements_path
 
     shipped = Path(__file__).resolve().parents[2] / "SegToolkit/SegToolkit/Resources/requirements.txt"
+    assert requirements_path() == shipped  # what the Segment Editor effects install from
     assert "scikit-image>=0.22" in read_requirements(shipped)
     path = tmp_path / "requirements.txt"
     path.write_text("numpy>=2\nSimpleITK\ntorch>=2  # from the PyTorch extension\nscipy>=1.10\nno-such-pkg-xyz\n")

@@ -26,6 +26,12 @@ IMPORT_NAMES = {"scikit-image": "skimage"}
 GROUP_HEADER = re.compile(r"^#\s*\[(?P<group>[\w-]+)\]")
 
 
+def requirements_path() -> Path:
+    """The SegToolkit module's ``Resources/requirements.txt`` (next to this package, in the source tree and once
+    installed in ``qt-scripted-modules``)."""
+    return Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+
+
 def read_requirements(path: Path | str, group: str = "core") -> list[str]:
     """Requirement lines of one group of the file (``core``: those before any ``# [group]`` header), protected
     packages removed."""
@@ -60,7 +66,10 @@ def ensure_requirements(path: Path | str, requester: str = "SegToolkit", group: 
     except ImportError:
         packaging = None
     if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(requirements, requester=requester)
+        try:  # asks first, skips in --testing, offers a restart when an imported package changed
+            packaging.pip_ensure(requirements, skip_packages=list(PROTECTED), requester=requester)
+        except RuntimeError:  # raised when the user declines the installation
+            return False
         return not missing(requirements)
     needed = missing(requirements)
     if not slicer.util.confirmOkCancelDisplay(

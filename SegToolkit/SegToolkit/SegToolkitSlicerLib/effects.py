@@ -165,6 +165,13 @@ class EffectResultMixin:
     def sourceImage(self):
         return self.scriptedEffect.sourceVolumeImageData()
 
+    def dependenciesReady(self) -> bool:
+        """SegToolkit's core Python packages (scikit-image...), installed on first use after the user agrees
+        (in the application only: the installer shows dialogs)."""
+        from .dependencies import ensure_requirements, requirements_path
+
+        return ensure_requirements(requirements_path())
+
     def clickedIjk(self, callerInteractor, viewWidget):
         segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
         xy = callerInteractor.GetEventPosition()

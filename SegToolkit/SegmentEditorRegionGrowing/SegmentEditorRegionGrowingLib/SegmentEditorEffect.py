@@ -101,6 +101,8 @@ class SegmentEditorEffect(effects.EffectResultMixin, AbstractScriptedSegmentEdit
             return False
         if self.scriptedEffect.parameter("Mode") == "competitive" or self.sourceImage() is None:
             return False
+        if not self.dependenciesReady():
+            return True  # the click was answered by the installation dialog
         self.clicks.append(self.clickedIjk(callerInteractor, viewWidget))
         self.regrow()
         return True
@@ -122,6 +124,8 @@ class SegmentEditorEffect(effects.EffectResultMixin, AbstractScriptedSegmentEdit
         self.reset()
 
     def onGrowFromSegments(self):
+        if not self.dependenciesReady():
+            return
         with slicer.util.tryWithErrorDisplay("Growing from segments failed.", waitCursor=True):
             segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
             segmentIds = vtk.vtkStringArray()

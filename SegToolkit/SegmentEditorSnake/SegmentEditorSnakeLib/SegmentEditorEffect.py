@@ -113,6 +113,10 @@ class SegmentEditorEffect(effects.EffectResultMixin, AbstractScriptedSegmentEdit
     def deactivate(self):
         self.reset()
 
+    def cleanup(self):
+        self.timer.stop()
+        self.timer.disconnect("timeout()", self.onTick)
+
     def sourceVolumeNodeChanged(self):
         self.reset()
 
@@ -129,6 +133,8 @@ class SegmentEditorEffect(effects.EffectResultMixin, AbstractScriptedSegmentEdit
             return False
         if self.sourceImage() is None:
             return False
+        if not self.dependenciesReady():
+            return True  # the click was answered by the installation dialog
         with slicer.util.tryWithErrorDisplay("Cannot drop a bubble here.", waitCursor=True):
             if self.session is None:
                 self.session = self.newSession()
