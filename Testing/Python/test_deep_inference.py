@@ -152,3 +152,52 @@ def test_cli_predicts_several_inputs_with_one_model(model_3d, tmp_path, capsys):
     sitk.WriteImage(blob_case(np.random.default_rng(0), (20, 20), (1.0, 1.0))[0], str(flat))
     assert main(["predict", "-m", str(model.folder), str(flat), "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "3D model" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()
+
+
+def _sample(labels: np.ndarray):
+    from SegToolkitLib.methods.deep.training import _Sample
+
+    return _Sample("case", np.zeros((1,) + labels.shape, np.float32), labels.astype(np.int16), [], np.zeros((0, 3)))
+
+
+def test_shape_priors_come_from_the_training_labels():
+    from SegToolkitLib.methods.deep.training import shape_priors
+
+    solid = np.zeros((1, 12, 12), np.int16)
+    solid[0, 2:10, 2:10] = 1
+    solid[0, 4:6, 4:6] = 2  # label 1 has a hole (filled by label 2); label 2 is one solid piece
+    split = np.zeros((1, 12, 12), np.int16)
+    split[0, 1:3, 1:3] = split[0, 6:9, 6:9] = 1  # label 1 in two pieces
+    assert shape_priors([_sample(solid)], [0, 1, 2]) == {"largest_component": [1, 2], "fill_holes": [2]}
+    assert shape_priors([_sample(solid), _sample(split)], [0, 1, 2]) == {"largest_component": [2], "fill_holes": [2]}
+    sparse = solid.copy()
+    sparse[0, 0] = -1  # unannotated voxels: no shape claim at all
+    assert shape_priors([_sample(sparse)], [0, 1, 2]) == {"largest_component": [], "fill_holes": []}
+
+
+def test_postprocess_follows_the_model_defaults_unless_overridden(model_3d):
+    from SegToolkitLib.io import LabelMap
+
+    model = load_model(model_3d[0].folder)
+    model.meta["postprocessing"] = {"largest_component": [1], "fill_holes": [1]}
+    array = np.zeros((1, 12, 12), np.uint8)
+    array[0, 2:9, 2:9] = 1
+    array[0, 5, 5] = 0  # a hole
+    array[0, 10:12, 10:12] = 1  # an island
+    label_map = LabelMap(sitk.GetImageFromArray(array), model.labels)
+    cleaned = sitk.GetArrayFromImage(inference.postprocess(label_map, model, None, None).image)
+    assert cleaned.sum() == 49 and cleaned[0, 5, 5] == 1 and cleaned[0, 11, 11] == 0
+    untouched = sitk.GetArrayFromImage(inference.postprocess(label_map, model, False, False).image)
+    np.testing.assert_array_equal(untouched, array)
+
+
+def test_ct_content_box_is_opt_in_and_keeps_context():
+    plan = {"normalisation": [{"scheme": "ct", "clip": [-100.0, 200.0], "mean": 50.0, "std": 50.0}],
+            "configuration": "3d", "patch_size": [8, 8, 8]}
+    array = np.full((1, 40, 40, 40), -3.0, np.float32)  # (-100 - 50) / 50: the lower clip (air)
+    array[0, 10:20, 15:25, 5:30] = 1.0
+    assert inference.content_box(array, plan) == (slice(0, 40),) * 3  # opt-in
+    plan["inference"] = {"crop_to_content": True}
+    assert inference.content_box(array, plan) == (slice(8, 22), slice(13, 27), slice(3, 32))
+    plan["normalisation"] = [{"scheme": "zscore"}]
+    assert inference.content_box(array, plan) == (slice(0, 40),) * 3

@@ -23,7 +23,11 @@ def register(subparsers) -> None:
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
     parser.add_argument("--probabilities", type=Path, metavar="FILE", help="write class probabilities")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE", help="write the normalised entropy map")
-    parser.add_argument("--largest-component", action="store_true", help="keep the largest component per label")
+    parser.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the largest component per label (default: the model's choice, made in training "
+                             "for labels that are one piece in every training case)")
+    parser.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
+                        help="fill holes in every label (default: the model's choice, for labels without holes)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino"), default="auto",
                         help="inference backend (default auto: bf16 where the CPU has it)")
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         with ConsoleProgress(f"predict {files[0].name}") as bar:
             result = predict(model, images, tta=args.tta, probabilities=bool(args.probabilities),
                              uncertainty=bool(args.uncertainty), largest_component=args.largest_component,
-                             backend=args.backend, name=str(files[0]), progress=bar)
+                             fill_holes=args.fill_holes, backend=args.backend, name=str(files[0]), progress=bar)
         write_label_map(result.label_map, outputs[index])
         if probability_files:
             write_image(result.probabilities, probability_files[index])

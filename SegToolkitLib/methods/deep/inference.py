@@ -11,6 +11,11 @@ Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast, about 2x faster o
 ``openvino`` (the network converted once per window shape and cached under ``$SEGTOOLKIT_CACHE`` or
 ``~/.cache/segtoolkit``; bf16 where the CPU has it). ``auto`` on CPU picks openvino when it is installed and
 the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is native, else torch.
+
+For CT models only the bounding box of the voxels above the normalisation's lower clip (plus a quarter window) is
+predicted: air holds nothing to segment. Probabilities are mapped back and reduced to labels slab by slab, so
+memory stays near the input's own size. The model's default clean-up (largest component, hole filling per label)
+comes from its training labels (``postprocessing`` in model.json).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .preprocessing import preprocess_images, resample, same_grid, working_grid
 BACKENDS = ("auto", "torch", "torch-bf16", "openvino")
 OVERLAP = 0.5
 OPENVINO_MIN_WINDOWS = 16
+SLAB_VOXELS = 1 << 22  # input-grid voxels resampled at a time when mapping results back
 
 
 @dataclass
@@ -109,10 +115,12 @@ def choose_backend(backend: str, device: str, windows: int = 0, converted: bool 
 
 
 def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Image], *, tta: bool = False,
-            probabilities: bool = False, uncertainty: bool = False, largest_component: bool = False,
-            device: str = "auto", backend: str = "auto", name: str = "input",
+            probabilities: bool = False, uncertainty: bool = False, largest_component: bool | None = None,
+            fill_holes: bool | None = None, device: str = "auto", backend: str = "auto", name: str = "input",
             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Prediction:
-    """Segment one case (an image, or its channels in the model's order) with a model (folder or loaded)."""
+    """Segment one case (an image, or its channels in the model's order) with a model (folder or loaded).
+    ``largest_component`` / ``fill_holes``: True = every label, False = none, None = the model's defaults
+    (``postprocessing`` in model.json: the labels that were one solid piece in every training case)."""
     from .training import resolve_device
 
     start = time.perf_counter()
@@ -124,21 +132,55 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
     choose_backend(backend, model.device)  # reject a bad choice before any work
     report(progress, 0.02, "preprocessing", cancel)
     reference = channels[0]
-    channels = [sitk.Cast(reference, sitk.sitkFloat32)] + [_onto_grid(c, reference) for c in channels[1:]]
+    channels = [reference] + [_onto_grid(c, reference) for c in channels[1:]]
     array, grid = preprocess_images(channels, model.plan)
+    box = content_box(array, model.plan)
+    cropped = array[(slice(None),) + box]
     roi = _roi(model.plan)
-    chosen = choose_backend(backend, model.device, _window_count(array.shape[1:], roi),
+    chosen = choose_backend(backend, model.device, _window_count(cropped.shape[1:], roi, overlap(model.plan)),
                             _openvino_xml(model, [1, array.shape[0]] + _network_window(model.plan)).is_file())
     report(progress, 0.08, "sliding window", cancel)
-    blended = sliding_window(model, array, tta, chosen, progress, cancel)
+    blended = np.zeros((len(model.class_values),) + array.shape[1:], dtype=np.float32)
+    blended[0] = 1.0  # outside the content box: background
+    blended[(slice(None),) + box] = sliding_window(model, cropped, tta, chosen, progress, cancel)
+    del array, cropped
     report(progress, 0.9, "resampling to the input grid", cancel)
     result = _to_input_grid(model, blended, grid, reference, probabilities, uncertainty)
-    if largest_component:
-        result.label_map = keep_largest_components(result.label_map)
+    result.label_map = postprocess(result.label_map, model, largest_component, fill_holes)
     result.backend = chosen
     result.seconds = time.perf_counter() - start
     report(progress, 1.0, "done", cancel)
     return result
+
+
+def overlap(plan: dict) -> float:
+    """Sliding-window overlap: the plan's ``inference.overlap`` (editable), else 0.5 as nnU-Net."""
+    value = float(plan.get("inference", {}).get("overlap", OVERLAP))
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"plan inference.overlap {value}: use a fraction in [0, 1)")
+    return value
+
+
+def content_box(array: np.ndarray, plan: dict) -> tuple[slice, ...]:
+    """The part of a CT working-grid array to predict. With the plan's ``inference.crop_to_content`` set: the
+    bounding box of voxels above the lower clip of the normalisation (air, and tissue darker than any annotated
+    structure, is constant there) plus a quarter window of context. Off by default: moving the windows changed the
+    labels of an under-trained model, so the crop stays opt-in until it is shown to agree on trained models.
+    Other modalities, or the crop off: the whole array."""
+    full = tuple(slice(0, size) for size in array.shape[1:])
+    scheme = plan["normalisation"][0]
+    if scheme["scheme"] != "ct" or not plan.get("inference", {}).get("crop_to_content", False):
+        return full
+    floor = (scheme["clip"][0] - scheme["mean"]) / scheme["std"]
+    inside = array[0] > floor + 1e-3
+    if not inside.any():
+        return full
+    box = []
+    for axis, (size, window) in enumerate(zip(array.shape[1:], _roi(plan))):
+        present = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+        margin = max(1, window // 4) if size > 1 else 0
+        box.append(slice(max(0, int(present[0]) - margin), min(size, int(present[-1]) + 1 + margin)))
+    return tuple(box)
 
 
 def _check_input(model: DeepModel, channels: list[sitk.Image], name: str) -> None:
@@ -164,7 +206,8 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
 
     two_d = model.plan["configuration"] == "2d"
     roi = _roi(model.plan)
-    total = _window_count(array.shape[1:], roi) or 1
+    step = overlap(model.plan)
+    total = _window_count(array.shape[1:], roi, step) or 1
     done = [0]
     flips = _mirror_axes(2 if two_d else 3) if tta else [()]
     autocast = backend == "torch-bf16"
@@ -189,7 +232,7 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
 
     inputs = torch.from_numpy(array).unsqueeze(0)
     with torch.inference_mode():
-        out = sliding_window_inference(inputs, roi, 4 if two_d else 1, predictor, overlap=OVERLAP, mode="gaussian",
+        out = sliding_window_inference(inputs, roi, 4 if two_d else 1, predictor, overlap=step, mode="gaussian",
                                        sw_device=device, device="cpu")
     return out[0].numpy()
 
@@ -253,10 +296,10 @@ def _openvino_version() -> str:
         return ""
 
 
-def _window_count(shape: Sequence[int], roi: Sequence[int]) -> int:
+def _window_count(shape: Sequence[int], roi: Sequence[int], step: float = OVERLAP) -> int:
     count = 1
     for size, window in zip(shape, roi):
-        interval = max(1, int(window * (1 - OVERLAP)))
+        interval = max(1, int(window * (1 - step)))
         count *= 1 if size <= window else math.ceil((size - window) / interval) + 1
     return count
 
@@ -268,50 +311,91 @@ def _mirror_axes(dims: int) -> list[tuple[int, ...]]:
 
 def _to_input_grid(model: DeepModel, blended: np.ndarray, grid: sitk.Image, reference: sitk.Image,
                    probabilities: bool, uncertainty: bool) -> Prediction:
-    """Per class: probabilities resampled (linear) onto the input grid, kept as a running argmax so that only a
-    few input-sized arrays exist at a time."""
-    best = best_class = entropy = None
-    kept = []
+    """Class probabilities resampled (linear) onto the input grid slab by slab and reduced to labels there, so
+    that input-sized float arrays exist only for requested probability/uncertainty outputs."""
     classes = len(model.class_values)
-    for index in range(classes):
-        plane = blended[index][0] if reference.GetDimension() == 2 else blended[index]
-        probability = sitk.GetImageFromArray(np.ascontiguousarray(plane, dtype=np.float32))
-        probability.CopyInformation(grid)
-        on_input = probability if same_grid(grid, reference) else resample(probability, reference, sitk.sitkLinear)
-        values = sitk.GetArrayFromImage(on_input)
-        if best is None:
-            best, best_class = values.copy(), np.zeros(values.shape, dtype=np.int32)
-            entropy = np.zeros(values.shape, dtype=np.float32) if uncertainty else None
+    two_d = reference.GetDimension() == 2
+    lookup = np.asarray(model.class_values)
+    lookup = lookup.astype(np.uint8 if lookup.max() < 256 else np.uint16)
+    shape = tuple(reversed(reference.GetSize()))
+    labels = np.empty(shape, dtype=lookup.dtype)
+    kept = np.empty(shape + (classes - 1,), dtype=np.float32) if probabilities else None
+    entropy = np.empty(shape, dtype=np.float32) if uncertainty else None
+    direct = same_grid(grid, reference)
+    sources = None if direct else [_on_grid(blended[index][0] if two_d else blended[index], grid)
+                                   for index in range(classes)]
+    depth = 1 if two_d else shape[0]
+    step = depth if two_d else max(1, SLAB_VOXELS // (shape[1] * shape[2]))
+    for first in range(0, depth, step):
+        rows = slice(first, min(depth, first + step))
+        if direct:
+            values = blended[:, 0] if two_d else blended[:, rows]
         else:
-            better = values > best
-            best[better], best_class[better] = values[better], index
+            slab = reference if two_d else _slab(reference, first, rows.stop - first)
+            values = np.stack([sitk.GetArrayFromImage(resample(source, slab, sitk.sitkLinear)) for source in sources])
+        target = ... if two_d else rows
+        labels[target] = lookup[values.argmax(0)]
+        if kept is not None:
+            kept[target] = np.moveaxis(values[1:], 0, -1)
         if entropy is not None:
             clipped = np.clip(values, 1e-8, 1.0)
-            entropy -= clipped * np.log(clipped)
-        if probabilities and index > 0:
-            kept.append(values)
-    lookup = np.asarray(model.class_values, dtype=np.int64)
-    label_values = lookup[best_class]
-    pixel = sitk.sitkUInt8 if lookup.max() < 256 else sitk.sitkUInt16
-    label_image = sitk.Cast(sitk.GetImageFromArray(label_values.astype(np.int64)), pixel)
+            entropy[target] = -(clipped * np.log(clipped)).sum(0) / math.log(classes)
+    label_image = sitk.GetImageFromArray(labels)
     label_image.CopyInformation(reference)
     result = Prediction(LabelMap(label_image, model.labels.covering(model.class_values[1:])))
-    if probabilities:
-        stacked = np.stack(kept, axis=-1) if len(kept) > 1 else kept[0]
-        result.probabilities = sitk.GetImageFromArray(stacked.astype(np.float32), isVector=len(kept) > 1)
+    if kept is not None:
+        result.probabilities = sitk.GetImageFromArray(kept if classes > 2 else kept[..., 0], isVector=classes > 2)
         result.probabilities.CopyInformation(reference)
     if entropy is not None:
-        result.uncertainty = sitk.GetImageFromArray((entropy / math.log(classes)).astype(np.float32))
+        result.uncertainty = sitk.GetImageFromArray(entropy)
         result.uncertainty.CopyInformation(reference)
     return result
 
 
-def keep_largest_components(label_map: LabelMap) -> LabelMap:
-    """Keep only the largest connected component of every label (the rest becomes background)."""
+def _on_grid(array: np.ndarray, grid: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.CopyInformation(grid)
+    return image
+
+
+def _slab(reference: sitk.Image, first: int, count: int) -> sitk.Image:
+    """An empty image on slices ``first`` .. ``first + count - 1`` of a 3D reference grid."""
+    size = reference.GetSize()
+    slab = sitk.Image([size[0], size[1], count], sitk.sitkUInt8)
+    slab.SetSpacing(reference.GetSpacing())
+    slab.SetDirection(reference.GetDirection())
+    slab.SetOrigin(reference.TransformIndexToPhysicalPoint((0, 0, first)))
+    return slab
+
+
+def model_postprocessing(model: DeepModel) -> dict:
+    """The model's default clean-up: label values kept as their largest component / with holes filled."""
+    settings = model.meta.get("postprocessing", {})
+    return {"largest_component": [int(v) for v in settings.get("largest_component", [])],
+            "fill_holes": [int(v) for v in settings.get("fill_holes", [])]}
+
+
+def postprocess(label_map: LabelMap, model: DeepModel, largest_component: bool | None,
+                fill_holes: bool | None) -> LabelMap:
+    """Apply the requested clean-up (True = every label, False = none, None = the model's defaults)."""
+    defaults = model_postprocessing(model)
+    present = label_map.present_values()
+    largest = present if largest_component else [] if largest_component is False else defaults["largest_component"]
+    filled = present if fill_holes else [] if fill_holes is False else defaults["fill_holes"]
+    if largest:
+        label_map = keep_largest_components(label_map, largest)
+    if filled:
+        label_map = fill_label_holes(label_map, filled)
+    return label_map
+
+
+def keep_largest_components(label_map: LabelMap, values: Sequence[int] | None = None) -> LabelMap:
+    """Keep only the largest connected component of every label (or of ``values``; the rest becomes background)."""
     from scipy import ndimage
 
     array = sitk.GetArrayFromImage(label_map.image)
-    for value in label_map.present_values():
+    present = label_map.present_values()
+    for value in present if values is None else [v for v in values if v in present]:
         components, count = ndimage.label(array == value)
         if count > 1:
             sizes = np.bincount(components.ravel())
@@ -321,3 +405,19 @@ def keep_largest_components(label_map: LabelMap) -> LabelMap:
     image.CopyInformation(label_map.image)
     return LabelMap(image, label_map.labels)
 
+
+
+def fill_label_holes(label_map: LabelMap, values: Sequence[int]) -> LabelMap:
+    """Fill the holes of each label in ``values`` (enclosed background or other labels become that label); in 2D
+    for images and one-slice volumes, in 3D otherwise."""
+    from scipy import ndimage
+
+    array = sitk.GetArrayFromImage(label_map.image)
+    for value in values:
+        mask = array == value
+        if mask.any():
+            filled = ndimage.binary_fill_holes(np.squeeze(mask)).reshape(mask.shape)
+            array[filled & ~mask] = value
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(label_map.image)
+    return LabelMap(image, label_map.labels)

@@ -1,8 +1,9 @@
 """The trained-model folder: ``model.json`` + ``model.safetensors`` (loading never unpickles anything).
 
 ``model.json`` holds ``format`` / ``format_version``, ``labels`` (value -> name and colour), ``class_values`` (the
-label value of each network output channel), ``channels``, the full ``plan``, the ``network`` specification and a
-``training`` summary. Training checkpoints (``checkpoint/``) use the same formats: safetensors + JSON.
+label value of each network output channel), ``channels``, the full ``plan``, the ``network`` specification, a
+``training`` summary and ``postprocessing`` (labels kept as their largest component / hole-filled by default).
+Training checkpoints (``checkpoint/``) use the same formats: safetensors + JSON.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
                     "train_cases": [s.name for s in train_samples], "validation_cases": [s.name for s in val_samples]})
     network.eval()
     meta = {"labels": plan["labels"], "class_values": class_values, "channels": plan["channels"],
-            "ignore_label": plan.get("ignore_label"), "plan": plan, "network": spec, "training": summary}
+            "ignore_label": plan.get("ignore_label"), "plan": plan, "network": spec, "training": summary,
+            "postprocessing": shape_priors(samples, class_values)}
     save_model(model_dir, network.cpu(), meta)
     remove_checkpoint(model_dir)
     report(progress, 1.0, f"done: validation Dice {summary['final_validation_dice']:.3f}", cancel)
@@ -154,6 +155,26 @@ def _prepare(dataset: Dataset, plan: dict, class_values: list[int], progress: Pr
     if not samples:
         raise InputError(f"{dataset.root}: no case has annotated voxels")
     return samples
+
+
+def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
+    """Label values that are one connected piece (resp. have no holes) in every training case that holds them: the
+    model's default clean-up at prediction. Cases with unannotated voxels say nothing about shape and veto both."""
+    from scipy import ndimage
+
+    single, solid = set(class_values[1:]), set(class_values[1:])
+    for sample in samples:
+        if (sample.labels == IGNORE_INDEX).any():
+            return {"largest_component": [], "fill_holes": []}
+        for index, value in enumerate(class_values[1:], start=1):
+            mask = np.squeeze(sample.labels == index)
+            if not mask.any():
+                continue
+            if ndimage.label(mask)[1] > 1:
+                single.discard(value)
+            if (ndimage.binary_fill_holes(mask) != mask).any():
+                solid.discard(value)
+    return {"largest_component": sorted(single), "fill_holes": sorted(solid)}
 
 
 def _subsample(coordinates: np.ndarray, rng: np.random.Generator, limit: int = 5000) -> np.ndarray:
