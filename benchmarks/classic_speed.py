@@ -11,6 +11,7 @@ Run: ``python benchmarks/classic_speed.py``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -85,10 +86,27 @@ def snake_vs_skimage(name: str, image: sitk.Image, truth: np.ndarray, seed_index
               f"Dice {dice(chan_vese, truth):.3f}", flush=True)
 
 
+PARTS = ("snake", "competitive", "connected")
+
+
 def main() -> None:
-    data = require_shared_data()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default all)")
+    parts = parser.parse_args().parts
     print(f"load average at the start: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
           f"({os.cpu_count()} CPUs)", flush=True)
+    if "snake" in parts:
+        snakes()
+    big_image = two_organ_volume()
+    if "competitive" in parts:
+        competitive(big_image)
+    if "connected" in parts:
+        connected_overhead(big_image)
+    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+
+
+def snakes() -> None:
+    data = require_shared_data()
     folder = data / "hc18_fetal_head_ultrasound"
     case = json.loads((folder / "dataset.json").read_text())["cases"][0]
     image = sitk.ReadImage(str(folder / case["image"]), sitk.sitkFloat32)
@@ -104,13 +122,28 @@ def main() -> None:
     volume.SetSpacing((0.8, 0.8, 1.0))
     snake_vs_skimage("3D CT region 128^3", volume, organ, (64, 64, 64))
 
-    shape = (160, 256, 256)
-    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
+
+SHAPE = (160, 256, 256)
+
+
+def two_organs() -> tuple[np.ndarray, np.ndarray]:
+    """The true masks of two touching ellipsoidal organs in a 256x256x160 (z, y, x) volume."""
+    zz, yy, xx = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
     first = ((zz - 80) / 50.0) ** 2 + ((yy - 128) / 60.0) ** 2 + ((xx - 90) / 50.0) ** 2 <= 1
     second = (((zz - 80) / 40.0) ** 2 + ((yy - 128) / 45.0) ** 2 + ((xx - 175) / 40.0) ** 2 <= 1) & ~first
+    return first, second
+
+
+def two_organ_volume() -> sitk.Image:
+    """The two organs at 100 and 160 in tissue at 20, with noise (SD 10), as float32."""
+    first, second = two_organs()
     big = (np.where(first, 100.0, np.where(second, 160.0, 20.0)) +
-           np.random.default_rng(1).normal(0, 10, shape)).astype(np.float32)
-    big_image = sitk.GetImageFromArray(big)
+           np.random.default_rng(1).normal(0, 10, SHAPE)).astype(np.float32)
+    return sitk.GetImageFromArray(big)
+
+
+def competitive(big_image: sitk.Image) -> None:
+    first, second = two_organs()
     seeds = {1: [(90, 128, 80)], 2: [(175, 128, 80)], 0: [(5, 5, 5), (250, 250, 155)]}
     seconds, labels = best_time(lambda: competitive_growing(big_image, seeds, ijk=True), repeats=3)
     labels = sitk.GetArrayFromImage(labels)
@@ -123,6 +156,8 @@ def main() -> None:
           f"{dice(full == 2, second):.3f}; voxels labelled alike by both: {100 * np.mean(full == labels):.3f} %",
           flush=True)
 
+
+def connected_overhead(big_image: sitk.Image) -> None:
     seed = [(90, 128, 80)]
     bare_times, our_times = [], []
     for _ in range(15):  # interleaved, fastest of each: the least disturbed by other load on the machine
@@ -145,7 +180,6 @@ def main() -> None:
     print(f"  with the default clean-up (opening {OPENING_MM} mm, component at the seed, hole filling): ours "
           f"(clean-up on the region's bounding box) {cropped:.3f} s, bare ConnectedThreshold + the same clean-up on "
           f"the whole image {whole:.3f} s (ratio {cropped / whole:.2f})", flush=True)
-    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,13 @@ def test_sunnybrook_lv_blood_pool_one_seed_grows_slice_by_slice(shared_data, cas
     result = sitk.GetArrayFromImage(grow(image, [seed])) > 0  # thick slices: "auto" grows per slice
     assert dice(result[slices], truth[slices]) >= 0.85
     assert dice(sitk.GetArrayFromImage(grow(image, [seed], geometry="3d"))[slices], truth[slices]) < 0.7
+
+
+@pytest.mark.parametrize("fill,message", [(np.nan, "NaN"), (None, "same value")])
+def test_explicit_range_still_explains_nan_and_constant_images(fill, message):
+    array = np.full((6, 8, 8), 5.0, np.float32)
+    if fill is not None:
+        array[:, :, :4] = fill  # the seed sits in the NaN half
+    image = sitk.GetImageFromArray(array)
+    with pytest.raises(InputError, match=message):
+        connected_threshold(image, [(1, 1, 1)], 0.0, 10.0, ijk=True)

@@ -15,20 +15,30 @@ Point = Sequence[float]
 
 def checked_float_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     """The image as float32, after checking it is a scalar 2D/3D image with finite, non-constant values."""
+    result = scalar_float_image(image, name)
+    check_values(result, name)
+    return result
+
+
+def scalar_float_image(image: sitk.Image, name: str = "image") -> sitk.Image:
+    """The image as float32, after checking it is a scalar 2D/3D image (its values are not looked at)."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} values per voxel; a scalar "
                          "(grey-value) image is needed")
     if image.GetDimension() not in (2, 3):
         raise InputError(f"{name}: is {image.GetDimension()}D; a 2D or 3D image is needed")
-    result = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
-    array = sitk.GetArrayViewFromImage(result)
+    return sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
+
+
+def check_values(image: sitk.Image, name: str = "image") -> None:
+    """Raise :class:`InputError` when the image holds NaN/infinite values or is constant."""
+    array = sitk.GetArrayViewFromImage(image)
     low, high = float(array.min()), float(array.max())  # NaN propagates through min/max: one pass each
     if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{name}: contains NaN or infinite values; replace them (e.g. with the background "
                          "value) before segmenting")
     if low == high:
         raise InputError(f"{name}: every voxel has the same value ({low:g}); there is nothing to segment")
-    return result
 
 
 def seed_indices(image: sitk.Image, seeds: Iterable[Point], ijk: bool = False, ras: bool = False,

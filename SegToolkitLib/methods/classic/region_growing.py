@@ -31,7 +31,16 @@ import SimpleITK as sitk
 from ...errors import InputError
 from ...io import check_same_grid
 from ...progress import CancelToken, ProgressCallback, report
-from ._inputs import Point, array_of, check_range, checked_float_image, image_like, seed_indices
+from ._inputs import (
+    Point,
+    array_of,
+    check_range,
+    check_values,
+    checked_float_image,
+    image_like,
+    scalar_float_image,
+    seed_indices,
+)
 from .cleanup import check_result, component_containing, fill_holes, opening_radius
 from .feature_maps import denoise, seed_range
 
@@ -64,11 +73,28 @@ def connected_threshold(image: sitk.Image, seeds: Sequence[Point], lower: float 
     if geometry not in GEOMETRIES:
         raise InputError(f"growing geometry {geometry!r}: choose one of {', '.join(GEOMETRIES)}")
     check_range(lower, upper)
-    image = checked_float_image(image)
+    explicit_range = lower is not None and upper is not None
+    if denoised is None:
+        denoised = not explicit_range
+    if explicit_range and not denoised:
+        # A flood fill in a given range needs no look at the values first: NaN voxels are never in range and a
+        # constant image gives an empty or flooded result, so the value check only runs to explain a failure.
+        image = scalar_float_image(image)
+        try:
+            return _connected(image, seeds, lower, upper, ijk, ras, denoised, cleanup, range_k, geometry, progress,
+                              cancel)
+        except InputError:
+            check_values(image)
+            raise
+    return _connected(checked_float_image(image), seeds, lower, upper, ijk, ras, denoised, cleanup, range_k,
+                      geometry, progress, cancel)
+
+
+def _connected(image: sitk.Image, seeds: Sequence[Point], lower: float | None, upper: float | None, ijk: bool,
+               ras: bool, denoised: bool, cleanup: bool, range_k: float, geometry: str,
+               progress: ProgressCallback | None, cancel: CancelToken | None) -> sitk.Image:
     indices = seed_indices(image, seeds, ijk, ras)
     report(progress, 0.05, "preparing", cancel)
-    if denoised is None:
-        denoised = lower is None or upper is None
     work = denoise(image) if denoised else image
     if geometry == "auto":
         geometry = "slices" if is_thick_slice_stack(image) else "3d"
