@@ -43,3 +43,13 @@ def mrml(slicer_core):
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_core.scene)
     yield slicer_core
     slicer_core.scene.Clear(0)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny networks run fastest (and steadiest on a shared machine) on one torch thread."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -23,12 +23,7 @@ from SegToolkitLib.progress import CancelToken  # noqa: E402
 OBLIQUE = (0.9659258, -0.258819, 0.0, 0.258819, 0.9659258, 0.0, 0.0, 0.0, 1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

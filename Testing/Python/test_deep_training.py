@@ -19,14 +19,7 @@ from SegToolkitLib.methods.deep.model_package import load_model, read_model_json
 from SegToolkitLib.methods.deep.planning import plan_dataset  # noqa: E402
 from SegToolkitLib.methods.deep.training import TrainingOptions, dice_ce_loss, train  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a shared machine) on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
