@@ -11,12 +11,12 @@ Slicer segments). It can be read from a small JSON file in any of the common spe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import InputError
+from .json_files import read_json
 
 Color = tuple[float, float, float]
 
@@ -112,10 +112,7 @@ class LabelTable:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: label names file not found")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: not valid JSON ({error})") from None
+        data = read_json(path)
         if not isinstance(data, Mapping):
             raise InputError(f"{path}: expected a JSON object mapping label values to names")
         return cls.from_mapping(data, str(path))

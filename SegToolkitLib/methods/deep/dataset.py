@@ -16,7 +16,6 @@ in the loss or in validation. Every case's image channels are brought onto its p
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import SimpleITK as sitk
 from ...errors import InputError
 from ...io import LabelTable, read_image
 from ...io.atomic import compound_suffix
+from ...io.json_files import read_json
 
 DEFAULT_IGNORE_LABEL = 255
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -127,10 +127,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: dataset.json not found; it must name the labels (e.g. {{\"labels\": "
                          "{\"1\": \"liver\"}})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
         raise InputError(f"{path}: needs a \"labels\" object mapping label values to names")
     return data

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ...errors import InputError
 from ...io import LabelTable, write_text_atomic
+from ...io.json_files import read_json
 
 MODEL_FORMAT = "segtoolkit-deep-model"
 FORMAT_VERSION = 1
@@ -78,10 +79,7 @@ def read_model_json(folder: Path | str) -> dict:
     if not path.is_file():
         raise InputError(f"{folder}: not a SegToolkit model folder ({MODEL_JSON} missing); train one with "
                          "'segtoolkit train'")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: corrupt model description ({error}); re-train or copy the model again") from None
+    meta = read_json(path, "corrupt model description", "re-train or copy the model again")
     if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
         raise InputError(f"{path}: not a SegToolkit deep model (format {MODEL_FORMAT!r} expected)")
     version = meta.get("format_version")
@@ -186,10 +184,7 @@ def load_checkpoint(folder: Path | str, network, optimizer) -> dict | None:
     path = Path(folder) / CHECKPOINT
     if not (path / "state.json").is_file():
         return None
-    try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: corrupt checkpoint ({error}); delete the folder to start again") from None
+    state = read_json(path / "state.json", "corrupt checkpoint", "delete the folder to start again", name=path)
     load_state(network, path / WEIGHTS)
     optimizer.load_state_dict(_unflatten_optimizer(load_weights(path / "optimizer.safetensors"),
                                                    state.pop("optimizer")))

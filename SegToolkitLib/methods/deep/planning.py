@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from ...errors import InputError
 from ...io import write_text_atomic
+from ...io.json_files import read_json
 from ...progress import CancelToken, ProgressCallback, report
 from .dataset import Dataset
 
@@ -227,10 +228,7 @@ def load_plan(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: plan file not found; make one with 'segtoolkit plan DATA -o {path.name}'")
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
+    plan = read_json(path)
     check_plan(plan, str(path))
     return plan
 
