@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"segtoolkit: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("segtoolkit: interrupted; no output was written", file=sys.stderr)
+        print("segtoolkit: interrupted; unfinished outputs were not written (train keeps its last checkpoint: "
+              "run it again to resume)", file=sys.stderr)
         return 130
     except MemoryError:
         print("segtoolkit: error: not enough memory for this input; try a smaller region or image",
