@@ -72,6 +72,8 @@ def hc18(data: Path, work: Path, minutes: float, network: str) -> dict:
         hc = ellipse_circumference_mm(mask, image.GetSpacing()[0])
         errors.append(abs(hc - meta[name]["reference_head_circumference_mm"]))
     return {"dataset": "hc18", "train_minutes": round(seconds / 60, 1), "iterations": summary["iterations"],
+            "target_size": model.plan.get("target_size"), "target_spacing": model.plan["target_spacing"],
+            "worst_dice": sorted(round(d, 3) for d in dices)[:5],
             "held_out_images": len(dices), "dice_mean": float(np.mean(dices)), "dice_median": float(np.median(dices)),
             "hc_abs_error_mm_mean": float(np.mean(errors)), "hc_abs_error_mm_median": float(np.median(errors)),
             "target_dice": 0.95}

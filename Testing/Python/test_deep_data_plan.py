@@ -7,11 +7,19 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from deep_synthetic import make_blob_dataset
+from deep_synthetic import blob_case, make_blob_dataset
 
 from SegToolkitLib.errors import InputError
 from SegToolkitLib.methods.deep.dataset import load_dataset
-from SegToolkitLib.methods.deep.planning import check_plan, load_plan, plan_dataset, save_plan, target_spacing
+from SegToolkitLib.methods.deep.planning import (
+    check_plan,
+    field_of_view_follows_object,
+    load_plan,
+    plan_dataset,
+    save_plan,
+    target_spacing,
+)
+from SegToolkitLib.methods.deep.preprocessing import plan_grid, preprocess_images
 
 
 def test_simple_layout_with_extra_channel(tmp_path):
@@ -85,6 +93,7 @@ def test_plan_thick_slices_is_2d_and_editable(tmp_path):
     plan = plan_dataset(load_dataset(folder))
     assert plan["configuration"] == "2d" and len(plan["patch_size"]) == 2
     assert plan["target_spacing"][2] is None and plan["normalisation"] == [{"scheme": "zscore"}]
+    assert plan["target_size"] is None  # same field of view everywhere: resampled by spacing
     stride_product = np.prod(plan["network"]["strides"], axis=0)
     assert all(p % s == 0 for p, s in zip(plan["patch_size"], stride_product))
     assert plan["memory_estimate_gb"] <= plan["memory_budget_gb"]
@@ -106,6 +115,49 @@ def test_plan_isotropic_ct_is_3d_with_ct_normalisation(tmp_path):
     assert cuda["network"]["filters"][0] > plan["network"]["filters"][0]
 
 
+def write_zoomed_dataset(folder, spacings, size=(40, 32)):
+    """2D images of one pixel size whose spacing follows the object (as when a sonographer zooms to the head)."""
+    rng = np.random.default_rng(3)
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for index, spacing in enumerate(spacings):
+        image, label = blob_case(rng, size, (spacing, spacing))
+        sitk.WriteImage(image, str(folder / "images" / f"case{index}.nii.gz"))
+        sitk.WriteImage(label, str(folder / "labels" / f"case{index}.nii.gz"))
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "head"}}))
+    return folder
+
+
+def test_zoomed_field_of_view_is_resampled_to_a_common_size(tmp_path):
+    dataset = load_dataset(write_zoomed_dataset(tmp_path / "data", [0.1, 0.15, 0.2, 0.3, 0.4]))
+    plan = plan_dataset(dataset)
+    assert plan["target_size"] == [40, 32]
+    shapes = set()
+    for case in dataset.cases:
+        images, labels = dataset.load_case(case)
+        array, grid = preprocess_images(images, plan)
+        shapes.add(array.shape)
+        # the working grid covers exactly the image's extent, whatever its spacing
+        extent = np.multiply(images[0].GetSize(), images[0].GetSpacing())
+        assert np.allclose(np.multiply(grid.GetSize(), grid.GetSpacing()), extent)
+    assert shapes == {(1, 1, 32, 40)}
+    plan["target_size"] = [20, None]  # edited by hand: x resampled to 20 voxels, y kept
+    kept_y = round(32 * images[0].GetSpacing()[1] / plan["target_spacing"][1])
+    assert plan_grid(images[0], plan).GetSize() == (20, kept_y)
+    check_plan(plan, "plan.json")
+    with pytest.raises(InputError, match="target_size needs one whole number"):
+        check_plan(dict(plan, target_size=[20]), "plan.json")
+    with pytest.raises(InputError, match="target_size needs one whole number"):
+        check_plan(dict(plan, target_size=[0, 10]), "plan.json")
+
+
+def test_field_of_view_rule_needs_constant_size_and_varying_extent():
+    assert field_of_view_follows_object([[0.1, 0.1], [0.3, 0.3]], [[800, 540], [800, 540]], 2)
+    assert not field_of_view_follows_object([[0.1, 0.1], [0.3, 0.3]], [[800, 540], [300, 200]], 2)  # CT-like crops
+    assert not field_of_view_follows_object([[0.7, 0.7], [0.8, 0.8]], [[256, 256], [256, 256]], 2)  # same FOV
+    assert not field_of_view_follows_object([[0.1, 0.1]], [[800, 540]], 2)  # one case: nothing to compare
+
+
 @pytest.mark.shared_data
 def test_shared_sunnybrook_and_hc18_load(shared_data):
     sunnybrook = load_dataset(shared_data / "sunnybrook_cardiac_lv")
@@ -116,6 +168,10 @@ def test_shared_sunnybrook_and_hc18_load(shared_data):
     assert annotated and all(np.all(labels[z] != 0) for z in range(labels.shape[0]) if z not in annotated)
     hc18 = load_dataset(shared_data / "hc18_fetal_head_ultrasound")
     assert hc18.dimension == 2 and len(hc18.cases) == 150
+    # sonographers zoom to the head: HC18 pixel sizes span 5x at one image size, so the plan fixes the size
+    plan = plan_dataset(hc18)
+    assert plan["configuration"] == "2d" and plan["target_size"] is not None
+    assert np.prod(plan["target_size"]) <= 1.1 * np.prod(plan["patch_size"])
 
 
 def test_deep_commands_register_without_importing_torch():

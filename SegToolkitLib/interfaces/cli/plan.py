@@ -37,8 +37,16 @@ def run(args: argparse.Namespace) -> int:
     with ConsoleProgress("plan") as bar:
         plan = plan_dataset(dataset, args.device, args.configuration, args.memory_gb, progress=bar)
     save_plan(plan, args.output)
-    spacing = ", ".join("keep" if s is None else f"{s:.3g}" for s in plan["target_spacing"])
     print(f"{args.output}: {plan['configuration']} plan, patch {'x'.join(map(str, plan['patch_size']))}, batch "
-          f"{plan['batch_size']}, spacing {spacing}"
-          f" mm, {len(plan['network']['strides'])} stages, about {plan['memory_estimate_gb']} GB to train")
+          f"{plan['batch_size']}, {describe_resampling(plan)}, {len(plan['network']['strides'])} stages, about "
+          f"{plan['memory_estimate_gb']} GB to train")
     return 0
+
+
+def describe_resampling(plan: dict) -> str:
+    """'spacing 0.8, 0.8, keep mm' or, when the plan resamples to a common size, 'size 195x131 voxels (...)'."""
+    if plan.get("target_size"):
+        size = "x".join("keep" if s is None else str(s) for s in plan["target_size"])
+        return f"size {size} voxels (the field of view follows the object)"
+    spacing = ", ".join("keep" if s is None else f"{s:.3g}" for s in plan["target_spacing"])
+    return f"spacing {spacing} mm"

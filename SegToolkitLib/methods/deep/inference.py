@@ -40,7 +40,7 @@ from ...progress import CancelToken, ProgressCallback, report
 from .dataset import _onto_grid
 from .model_package import DeepModel, load_model
 from .planning import training_memory_bytes
-from .preprocessing import preprocess_images, resample, same_grid, working_grid
+from .preprocessing import plan_grid, preprocess_images, resample, same_grid
 
 BACKENDS = ("auto", "torch", "torch-bf16", "openvino")
 OVERLAP = 0.5
@@ -80,7 +80,7 @@ def estimate_memory_bytes(model: DeepModel, image: sitk.Image, probabilities: bo
     classes = len(model.class_values)
     channels = len(model.channels)
     input_voxels = math.prod(image.GetSize())
-    grid = working_grid(image, plan["target_spacing"])
+    grid = plan_grid(image, plan)
     work_voxels = math.prod(grid.GetSize())
     on_input = input_voxels * 4 * (channels + 3 + (classes - 1 if probabilities else 0) + (1 if uncertainty else 0))
     on_grid = work_voxels * 4 * (2 * channels + 2 * classes + 2)

@@ -31,6 +31,11 @@ CPU_IMAGE_TO_PATCH = {"2d": 1.0, "3d": 8.0}
 MEMORY_BUDGET_GB = {"cpu": 3.0, "cuda": 8.0}
 FILTERS = {"cpu": (16, 256), "cuda": (32, 320)}
 SAMPLES_PER_CASE = 10000
+# A field of view that follows the object (ultrasound zoomed to the head, screen captures): the physical extent
+# varies at least this much between cases (90th/10th percentile) while the voxel counts stay within this ratio.
+# Such images are resampled to a common size instead of a common spacing, so the object keeps its size in voxels.
+ZOOMED_EXTENT_RATIO = 2.0
+ZOOMED_SIZE_RATIO = 1.15
 
 
 def fingerprint(dataset: Dataset, progress: ProgressCallback | None = None,
@@ -99,7 +104,9 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
     if configuration == "3d" and dataset.dimension == 2:
         raise InputError(f"{dataset.root}: 2D images cannot use the 3d configuration")
     axes = 2 if configuration == "2d" else 3
-    spacing = spacing[:axes]
+    zoomed = field_of_view_follows_object(fingerprint_data["spacings_xyz"], fingerprint_data["sizes_xyz"], axes)
+    # Resampled to a common size, every image gets (about) the median spacing: that spacing shapes the network.
+    spacing = list(median_spacing[:axes]) if zoomed else spacing[:axes]
     shape = [median_size[axis] * median_spacing[axis] / spacing[axis] for axis in range(axes)]
     cap = PATCH_VOXELS[(device, configuration)]
     ratio = CPU_IMAGE_TO_PATCH[configuration]
@@ -111,13 +118,16 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
     batch = BATCH_SIZE[(device, configuration)]
     patch, kernels, strides, filters = fit_patch(shape, spacing, cap, batch, budget, FILTERS[device])
     full_spacing = list(spacing) + ([] if axes == len(median_spacing) else [None])
+    target_size = [max(1, round(value)) for value in shape] + [None] * (len(median_spacing) - axes) if zoomed else None
     return {
         "format": PLAN_FORMAT, "version": PLAN_VERSION, "dataset": dataset.root.name,
-        "note": "per-axis lists are in image axis order x, y(, z); null spacing = keep the image's own",
+        "note": "per-axis lists are in image axis order x, y(, z); null spacing = keep the image's own; "
+                "target_size (voxels), where set, overrides target_spacing: used when the field of view follows "
+                "the object, so every image is resampled to one size",
         "configuration": configuration, "dimension": dataset.dimension, "device": device,
         "channels": dataset.channels, "ignore_label": dataset.ignore_label,
         "labels": dataset.labels.to_json_dict(),
-        "target_spacing": full_spacing,
+        "target_spacing": full_spacing, "target_size": target_size,
         "normalisation": normalisation_schemes(dataset, fingerprint_data),
         "patch_size": patch, "batch_size": batch,
         "network": {"kernels": kernels, "strides": strides, "filters": filters},
@@ -131,6 +141,21 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         "fingerprint": {key: value for key, value in fingerprint_data.items()
                         if key not in ("spacings_xyz", "sizes_xyz")},
     }
+
+
+def field_of_view_follows_object(spacings: list[list[float]], sizes: list[list[float]], axes: int) -> bool:
+    """True when, on the first ``axes`` axes, the images' physical extent varies widely while their voxel counts
+    hardly vary: the acquisition was zoomed to the object (as in fetal ultrasound), so a common spacing would make
+    the object tiny in some images and huge in others."""
+    if len(spacings) < 2:
+        return False
+    extent = np.asarray(spacings, dtype=float)[:, :axes] * np.asarray(sizes, dtype=float)[:, :axes]
+    voxels = np.asarray(sizes, dtype=float)[:, :axes]
+
+    def spread(values: np.ndarray) -> np.ndarray:
+        return np.percentile(values, 90, axis=0) / np.percentile(values, 10, axis=0)
+
+    return bool(np.all(spread(extent) >= ZOOMED_EXTENT_RATIO) and np.all(spread(voxels) <= ZOOMED_SIZE_RATIO))
 
 
 def choose_configuration(dimension: int, spacing: list[float]) -> str:
@@ -249,5 +274,10 @@ def check_plan(plan: dict, source: str) -> None:
                          f"{plan['configuration']} configuration")
     if not (len(network["kernels"]) == len(network["strides"]) == len(network["filters"])):
         raise InputError(f"{source}: network kernels, strides and filters need one entry per stage each")
+    target_size = plan.get("target_size")
+    if target_size is not None and (len(target_size) != len(plan["target_spacing"]) or any(
+            value is not None and (not isinstance(value, int) or value < 1) for value in target_size)):
+        raise InputError(f"{source}: target_size needs one whole number >= 1 (or null) per image axis, like "
+                         "target_spacing, or null to resample by spacing")
     if len(plan["normalisation"]) != len(plan["channels"]):
         raise InputError(f"{source}: normalisation needs one entry per channel ({len(plan['channels'])})")

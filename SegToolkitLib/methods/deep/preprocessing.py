@@ -15,13 +15,18 @@ import SimpleITK as sitk
 IGNORE_INDEX = -1
 
 
-def working_grid(image: sitk.Image, target_spacing: Sequence[float | None]) -> sitk.Image:
-    """An empty image on the grid the network sees: the plan's spacing (None = keep), same extent and direction."""
+def working_grid(image: sitk.Image, target_spacing: Sequence[float | None],
+                 target_size: Sequence[int | None] | None = None) -> sitk.Image:
+    """An empty image on the grid the network sees: the plan's spacing (None = keep), or on the axes where
+    ``target_size`` is given that many voxels; same extent and direction."""
     dimension = image.GetDimension()
     spacing, size = np.array(image.GetSpacing()), np.array(image.GetSize())
     target = np.array([spacing[a] if a >= len(target_spacing) or target_spacing[a] is None else target_spacing[a]
                        for a in range(dimension)], dtype=float)
     new_size = np.maximum(1, np.round(size * spacing / target)).astype(int)
+    for axis, value in enumerate(list(target_size or [])[:dimension]):
+        if value is not None:
+            new_size[axis] = int(value)
     new_spacing = size * spacing / new_size
     direction = np.array(image.GetDirection()).reshape(dimension, dimension)
     origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2)
@@ -30,6 +35,11 @@ def working_grid(image: sitk.Image, target_spacing: Sequence[float | None]) -> s
     grid.SetOrigin([float(o) for o in origin])
     grid.SetDirection(image.GetDirection())
     return grid
+
+
+def plan_grid(image: sitk.Image, plan: dict) -> sitk.Image:
+    """The working grid of ``image`` under ``plan`` (its target spacing, or its target size where set)."""
+    return working_grid(image, plan["target_spacing"], plan.get("target_size"))
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -62,7 +72,7 @@ def normalise(array: np.ndarray, scheme: dict) -> np.ndarray:
 
 def preprocess_images(images: Sequence[sitk.Image], plan: dict) -> tuple[np.ndarray, sitk.Image]:
     """Channels resampled to the plan's grid and normalised: ``(C, D, H, W)`` float32, and that grid."""
-    grid = working_grid(images[0], plan["target_spacing"])
+    grid = plan_grid(images[0], plan)
     channels = []
     for image, scheme in zip(images, plan["normalisation"]):
         array = sitk.GetArrayFromImage(resample(image, grid, sitk.sitkLinear))
