@@ -65,8 +65,9 @@ class SegToolkitParameterNode:
     method: Annotated[str, Choice(list(METHODS))] = "region growing"
     seeds: vtkMRMLMarkupsFiducialNode
     resultName: str = "Structure"
-    lowerThreshold: float = -100.0
-    upperThreshold: float = 300.0
+    # the same range as the .ui spin boxes (connectGui replaces a widget's range by the field's, -inf..inf if none)
+    lowerThreshold: Annotated[float, WithinRange(-100000.0, 100000.0)] = -100.0
+    upperThreshold: Annotated[float, WithinRange(-100000.0, 100000.0)] = 300.0
     growingMode: Annotated[str, Choice(list(GROWING_MODES))] = "confidence"
     multiplier: Annotated[float, WithinRange(0.5, 10.0)] = 2.5
     competitorSeeds: vtkMRMLMarkupsFiducialNode
@@ -104,6 +105,7 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runner = None
         self._onJobDone = None
         self.jobTimer = None
+        self._previewSettings = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -165,6 +167,9 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # a running job would write its result into nodes that are about to leave the scene
+        if self.runner is not None and not self.runner.done:
+            self.runner.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -228,15 +233,28 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return core.snake_labels(p.inputVolume, p.seeds, iterations=p.snakeIterations, name=p.resultName,
                                  expansion=p.snakeExpansion, smoothness=p.snakeSmoothness)
 
+    def semiAutomaticSettings(self) -> tuple:
+        """What a semi-automatic result is computed from; the nodes' modification times count too, as moving a seed
+        point changes no parameter."""
+        p = self._parameterNode
+        nodes = (p.inputVolume, p.seeds, p.competitorSeeds)
+        return (p.method, p.resultName, p.lowerThreshold, p.upperThreshold, p.growingMode, p.multiplier,
+                p.snakeExpansion, p.snakeSmoothness, p.snakeIterations,
+                *((node.GetID(), node.GetMTime()) if node else None for node in nodes))
+
     def onPreview(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Preview failed."), waitCursor=True):
+            settings = self.semiAutomaticSettings()
             self.logic.core().show_preview(self.computeSemiAutomatic(), self._parameterNode.inputVolume)
+            self._previewSettings = settings
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
             p = self._parameterNode
             core = self.logic.core()
-            if not core.has_preview():
+            if not core.has_preview() or self._previewSettings != self.semiAutomaticSettings():
+                # no preview, or one computed before the method, a parameter, the volume or a seed changed
+                self._previewSettings = None
                 core.show_preview(self.computeSemiAutomatic(), p.inputVolume)
             p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
             core.apply_preview(p.outputSegmentation, overwrite=p.overwrite)
@@ -378,7 +396,8 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.startJob(job, onDone=self.onTrainingDone)
 
     def onTrainingDone(self, model) -> None:
-        self._parameterNode.deepModel = str(model.folder)
+        if self._parameterNode:  # None when the scene was closed while the model trained
+            self._parameterNode.deepModel = str(model.folder)
         self.updateModelList()
         slicer.util.infoDisplay(_("Model {name} trained; it is now in the model list.").format(name=model.name))
 
