@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,13 @@ predict(sys.argv[1], image)
 
 
 def train_model(work: Path, seconds: float) -> Path:
+    """Train the benchmark's model into ``work/model`` (its training set goes to ``work/data``)."""
     from SegToolkitLib.methods.deep.dataset import load_dataset
     from SegToolkitLib.methods.deep.demo import _write_training_set
     from SegToolkitLib.methods.deep.planning import plan_dataset
     from SegToolkitLib.methods.deep.training import TrainingOptions, train
 
+    shutil.rmtree(work / "data", ignore_errors=True)
     folder = _write_training_set(work / "data", shape=(128, 112, 48), spacing=SPACING)
     dataset = load_dataset(folder)
     plan = plan_dataset(dataset, configuration="3d")
