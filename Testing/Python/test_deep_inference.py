@@ -74,6 +74,26 @@ def test_tta_probabilities_and_uncertainty(model_3d):
     assert dice(sitk.GetArrayFromImage(plain.label_map.image), labels, 1) > 0.9  # TTA refines, does not change
 
 
+def test_tta_disagreement_uncertainty(model_3d):
+    model, _ = model_3d
+    image, _ = blob_case(np.random.default_rng(3), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
+    result = predict(model, image, tta=True, uncertainty=True, uncertainty_method="disagreement", backend="torch")
+    disagreement = sitk.GetArrayFromImage(result.uncertainty)
+    assert result.uncertainty.GetSize() == image.GetSize()
+    # 8 mirrored passes: a voxel's value is the (blended) fraction of passes that chose another label
+    assert 0 <= disagreement.min() and disagreement.max() <= 7 / 8 + 1e-5
+    labels = sitk.GetArrayFromImage(result.label_map.image)
+    boundary = sitk.GetArrayFromImage(sitk.BinaryContour(sitk.Cast(result.label_map.image > 0, sitk.sitkUInt8))) > 0
+    assert disagreement[boundary].mean() > disagreement[~boundary].mean()
+    assert np.median(disagreement[labels == 0]) == 0.0  # the passes agree on most of the background
+    entropy = sitk.GetArrayFromImage(predict(model, image, tta=True, uncertainty=True, backend="torch").uncertainty)
+    assert not np.allclose(entropy, disagreement)
+    with pytest.raises(InputError, match="add --tta"):
+        predict(model, image, uncertainty=True, uncertainty_method="disagreement")
+    with pytest.raises(InputError, match="uncertainty method 'variance'"):
+        predict(model, image, uncertainty=True, uncertainty_method="variance")
+
+
 def test_bf16_backend_agrees_with_fp32(model_3d, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGTOOLKIT_CACHE", str(tmp_path))
     model, _ = model_3d
@@ -134,7 +154,8 @@ def test_cli_predicts_several_inputs_with_one_model(model_3d, tmp_path, capsys):
     inputs = [str(data / "images" / f"case0{i}.nii.gz") for i in range(2)]
     out = tmp_path / "out"
     code = main(["predict", "-m", str(model.folder), *inputs, "-o", str(out), "--tta", "--backend", "torch",
-                 "--uncertainty", str(tmp_path / "unc"), "--probabilities", str(tmp_path / "prob")])
+                 "--uncertainty", str(tmp_path / "unc"), "--uncertainty-method", "disagreement",
+                 "--probabilities", str(tmp_path / "prob")])
     assert code == 0
     for index in range(2):
         label = sitk.ReadImage(str(out / f"case0{index}.nii.gz"))
@@ -186,13 +207,59 @@ def test_postprocess_follows_the_model_defaults_unless_overridden(model_3d):
     np.testing.assert_array_equal(untouched, array)
 
 
-def test_ct_content_box_is_opt_in_and_keeps_context():
+def test_ct_content_box_is_on_by_default_and_keeps_context():
     plan = {"normalisation": [{"scheme": "ct", "clip": [-100.0, 200.0], "mean": 50.0, "std": 50.0}],
             "configuration": "3d", "patch_size": [8, 8, 8]}
     array = np.full((1, 40, 40, 40), -3.0, np.float32)  # (-100 - 50) / 50: the lower clip (air)
     array[0, 10:20, 15:25, 5:30] = 1.0
-    assert inference.content_box(array, plan) == (slice(0, 40),) * 3  # opt-in
-    plan["inference"] = {"crop_to_content": True}
     assert inference.content_box(array, plan) == (slice(8, 22), slice(13, 27), slice(3, 32))
-    plan["normalisation"] = [{"scheme": "zscore"}]
+    plan["inference"] = {"crop_to_content": False}  # the plan's switch
     assert inference.content_box(array, plan) == (slice(0, 40),) * 3
+    plan["inference"] = {}
+    plan["normalisation"] = [{"scheme": "zscore"}]  # other modalities: no constant floor to crop
+    assert inference.content_box(array, plan) == (slice(0, 40),) * 3
+
+
+def test_clean_up_inside_label_boxes_matches_the_whole_image():
+    from scipy import ndimage
+
+    from SegToolkitLib.io import LabelMap, LabelTable
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((20, 30, 30)), 1.5)
+    array = np.digitize(noise, [-0.04, 0.04]).astype(np.uint8)  # labels 0, 1, 2 in many pieces, with holes
+    array[:, :, :3] = 0
+    expected = array.copy()
+    for value in (1, 2):  # the plain whole-image reference
+        components, count = ndimage.label(expected == value)
+        assert count > 1
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        expected[(components != sizes.argmax()) & (components > 0)] = 0
+    kept = expected.copy()
+    for value in (1, 2):
+        mask = expected == value
+        expected[ndimage.binary_fill_holes(mask) & ~mask] = value
+    assert (expected != kept).any()  # there were holes to fill
+    label_map = LabelMap(sitk.GetImageFromArray(array), LabelTable())
+    largest = keep_largest_components(label_map)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(largest.image), kept)
+    filled = inference.fill_label_holes(largest, [1, 2])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(filled.image), expected)
+
+
+def test_auto_backend_converts_only_when_it_pays_off_and_a_forced_backend_stays(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is not None:
+        assert inference.choose_backend("auto", "cpu", windows=inference.OPENVINO_MIN_WINDOWS) == "openvino"
+        assert inference.choose_backend("auto", "cpu", windows=1, converted=True) == "openvino"  # cached
+    fallback = inference.choose_backend("auto", "cpu", windows=inference.OPENVINO_MIN_WINDOWS - 1)
+    assert fallback in ("torch", "torch-bf16")
+    for forced in ("torch", "torch-bf16"):
+        assert inference.choose_backend(forced, "cpu", windows=1000, converted=True) == forced
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "openvino"
+                        else find_spec(name, *args))
+    assert inference.choose_backend("auto", "cpu", windows=1000, converted=True) == fallback
+    with pytest.raises(InputError, match="openvino package"):
+        inference.choose_backend("openvino", "cpu")

@@ -22,7 +22,11 @@ def register(subparsers) -> None:
                         help="label map file (.nii.gz, .nrrd, .seg.nrrd), or a folder for several inputs")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
     parser.add_argument("--probabilities", type=Path, metavar="FILE", help="write class probabilities")
-    parser.add_argument("--uncertainty", type=Path, metavar="FILE", help="write the normalised entropy map")
+    parser.add_argument("--uncertainty", type=Path, metavar="FILE",
+                        help="write an uncertainty map (0 = certain; see --uncertainty-method)")
+    parser.add_argument("--uncertainty-method", choices=("entropy", "disagreement"), default="entropy",
+                        help="entropy: normalised entropy of the class probabilities (default); disagreement: "
+                             "fraction of the --tta passes whose label differs from the final label")
     parser.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the largest component per label (default: the model's choice, made in training "
                              "for labels that are one piece in every training case)")
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         images = [read_image(path) for path in files]
         with ConsoleProgress(f"predict {files[0].name}") as bar:
             result = predict(model, images, tta=args.tta, probabilities=bool(args.probabilities),
-                             uncertainty=bool(args.uncertainty), largest_component=args.largest_component,
+                             uncertainty=bool(args.uncertainty), uncertainty_method=args.uncertainty_method,
+                             largest_component=args.largest_component,
                              fill_holes=args.fill_holes, backend=args.backend, name=str(files[0]), progress=bar)
         write_label_map(result.label_map, outputs[index])
         if probability_files:
