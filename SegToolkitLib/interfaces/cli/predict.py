@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                         help="fill holes in every label (default: the model's choice, for labels without holes)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino"), default="auto",
-                        help="inference backend (default auto: bf16 where the CPU has it)")
+                        help="inference backend (default auto: OpenVINO when installed and the image needs enough "
+                             "windows to repay its one-off conversion, else bf16 where the CPU has it, else torch)")
     parser.set_defaults(func=run)
 
 
