@@ -291,11 +291,22 @@ def cache_folder() -> Path:
 
 def openvino_network(model: DeepModel, window: list[int]):
     """The network compiled by OpenVINO for one window shape, as a callable on torch tensors (batch of windows).
-    Conversion takes seconds, so the converted model is cached, keyed by the weights and the window shape."""
-    import openvino as ov
+    Conversion takes seconds, so the converted model is cached on disk, keyed by the weights and the window shape;
+    the compiled network is kept with the loaded model for its next predictions."""
     import torch
 
     xml = _openvino_xml(model, window)
+    key = ("openvino", str(xml), torch.get_num_threads())
+    if key not in model.runtime:
+        model.runtime[key] = _compile_openvino(model, window, xml)
+    return model.runtime[key]
+
+
+def _compile_openvino(model: DeepModel, window: list[int], xml: Path):
+    """Convert (or read the cached conversion at ``xml``) and compile for the CPU."""
+    import openvino as ov
+    import torch
+
     core = ov.Core()
     if xml.is_file():
         converted = core.read_model(str(xml))
@@ -324,9 +335,11 @@ def openvino_network(model: DeepModel, window: list[int]):
 
 def _openvino_xml(model: DeepModel, window: list[int]) -> Path:
     """Where the converted network for this model and window shape is cached."""
-    weights = model.folder / model.meta.get("weights", "model.safetensors")
-    key = hashlib.sha256(weights.read_bytes() + repr((window, _openvino_version())).encode()).hexdigest()[:20]
-    return cache_folder() / "openvino" / f"{key}.xml"
+    if "weights_sha256" not in model.runtime:  # read and hash the weights once per loaded model
+        weights = model.folder / model.meta.get("weights", "model.safetensors")
+        model.runtime["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    key = repr((model.runtime["weights_sha256"], window, _openvino_version()))
+    return cache_folder() / "openvino" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.xml"
 
 
 def _openvino_version() -> str:

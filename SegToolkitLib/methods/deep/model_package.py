@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import InputError
@@ -34,6 +34,8 @@ class DeepModel:
     meta: dict
     network: object
     device: str = "cpu"
+    # per-process caches kept with the model, so several predictions hash and compile it once
+    runtime: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def plan(self) -> dict:
