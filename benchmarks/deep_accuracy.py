@@ -66,13 +66,14 @@ def hc18(data: Path, work: Path, minutes: float, network: str) -> dict:
     model_dir, summary, seconds = train_model(dataset, work, "hc18", minutes, network)
     meta = {case["case"]: case for case in json.loads((folder / "dataset.json").read_text())["cases"]}
     model = load_model(model_dir)
-    scores = {"plain": ([], []), "tta": ([], [])}  # mirroring test-time augmentation is nnU-Net's default
+    # the model's default (mirroring TTA for 2D models, as nnU-Net) and a single pass
+    scores = {"default": ([], []), "single_pass": ([], [])}
     for name in summary["validation_cases"]:  # fold 0: never used for gradient steps
         case = next(c for c in dataset.cases if c.name == name)
         image = sitk.ReadImage(str(case.images[0]))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))) > 0
         for mode, (dices, errors) in scores.items():
-            result = predict(model, image, largest_component=True, tta=mode == "tta")
+            result = predict(model, image, largest_component=True, tta=None if mode == "default" else False)
             mask = sitk.GetArrayFromImage(result.label_map.image) == 1
             dices.append(dice(mask, truth))
             hc = ellipse_circumference_mm(mask, image.GetSpacing()[0])

@@ -10,7 +10,8 @@
    MONAI, ours; the load average is printed). Prints the time ratio and the Dice of our labels against our fp32
    (backend torch) labels, against MONAI's fp32 argmax with the model's default clean-up (largest component, hole
    filling: part of our predict) and without it (``_raw``), and against the phantom's truth. ``--no-crop``
-   predicts the whole volume instead of the CT content box.
+   predicts the whole volume instead of the CT content box. A model trained before int8 networks existed gets one
+   first (as ``segtoolkit quantize``, calibrated on WORK/data).
 3. Peak memory (max RSS of a child process) of predict on a 512x512x300 CT volume.
 
 Goal: ratio >= 3, Dice vs fp32 >= 0.995, peak memory < 4 GB.
@@ -62,6 +63,15 @@ def train_model(work: Path, seconds: float) -> Path:
     return work / "model"
 
 
+def add_int8_network(model_dir: Path, data: Path) -> None:
+    """Quantize a model trained before int8 networks existed (training adds one now), as ``segtoolkit quantize``."""
+    from SegToolkitLib.methods.deep.model_package import read_model_json
+    from SegToolkitLib.methods.deep.quantization import describe, quantization_available, quantize_folder
+
+    if "int8" not in read_model_json(model_dir) and quantization_available() and data.is_dir():
+        print(describe(quantize_folder(model_dir, data)), flush=True)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     values = [v for v in np.union1d(np.unique(a), np.unique(b)) if v > 0]
     scores = [2 * ((a == v) & (b == v)).sum() / max(1, (a == v).sum() + (b == v).sum()) for v in values]
@@ -89,13 +99,15 @@ def main() -> None:
     model_dir = args.model or work / "model"
     if args.model is None and not (model_dir / "model.json").is_file():
         train_model(work, args.train_seconds)
+    add_int8_network(model_dir, work / "data")
     model = load_model(model_dir)
     if args.no_crop:
         model.plan.setdefault("inference", {})["crop_to_content"] = False
     training = model.meta.get("training", {})
     quality = {"model": str(model_dir), "training_iterations": training.get("iterations"),
                "training_seconds": training.get("seconds"),
-               "model_validation_dice": [round(d, 3) for d in training.get("validation_dice_per_class", [])]}
+               "model_validation_dice": [round(d, 3) for d in training.get("validation_dice_per_class", [])],
+               "int8": {key: model.meta.get("int8", {}).get(key) for key in ("accepted", "agreement_dice")}}
     print(json.dumps(quality), flush=True)
     phantom = make_phantom(0, shape=args.shape, spacing=SPACING)
     volume = work / "volume.nii.gz"

@@ -3,6 +3,8 @@ inputs through the CLI, cancel, and bad inputs (channels, dimension, memory)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -36,7 +38,7 @@ def model_3d(tmp_path_factory):
     dataset = load_dataset(data)
     plan = small_plan(plan_dataset(dataset), filters=16, iterations=15)
     plan["training"]["learning_rate"] = 0.01
-    train(dataset, folder / "model", plan, TrainingOptions(epochs=4))
+    train(dataset, folder / "model", plan, TrainingOptions(epochs=4, quantize=False))  # int8: its own tests
     return load_model(folder / "model"), data
 
 
@@ -207,17 +209,42 @@ def test_postprocess_follows_the_model_defaults_unless_overridden(model_3d):
     np.testing.assert_array_equal(untouched, array)
 
 
-def test_ct_content_box_is_on_by_default_and_keeps_context():
+def test_ct_content_box_is_on_by_default_and_follows_the_window_grid():
     plan = {"normalisation": [{"scheme": "ct", "clip": [-100.0, 200.0], "mean": 50.0, "std": 50.0}],
             "configuration": "3d", "patch_size": [8, 8, 8]}
     array = np.full((1, 40, 40, 40), -3.0, np.float32)  # (-100 - 50) / 50: the lower clip (air)
     array[0, 10:20, 15:25, 5:30] = 1.0
-    assert inference.content_box(array, plan) == (slice(8, 22), slice(13, 27), slice(3, 32))
+    # whole-array windows start at 0, 4, ..., 32; the box spans those that overlap the content
+    assert inference.window_starts(40, 8, 0.5) == list(range(0, 33, 4))
+    assert inference.window_starts(42, 8, 0.5)[-2:] == [32, 34]  # the last one ends at the border
+    assert inference.content_box(array, plan) == (slice(4, 24), slice(8, 32), slice(0, 36))
     plan["inference"] = {"crop_to_content": False}  # the plan's switch
     assert inference.content_box(array, plan) == (slice(0, 40),) * 3
     plan["inference"] = {}
     plan["normalisation"] = [{"scheme": "zscore"}]  # other modalities: no constant floor to crop
     assert inference.content_box(array, plan) == (slice(0, 40),) * 3
+
+
+def test_content_crop_skips_air_windows_and_keeps_the_whole_array_labels(model_3d):
+    model, _ = model_3d
+    image, _ = blob_case(np.random.default_rng(11), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
+    array = sitk.GetArrayFromImage(image)
+    padded = np.concatenate([array, np.full(array.shape[:2] + (48,), -5.0, np.float32)], axis=2)  # air beside
+    image = sitk.GetImageFromArray(padded)
+    image.SetSpacing((1.0, 1.0, 1.5))
+    whole_model = copy.copy(model)
+    whole_model.meta = copy.deepcopy(model.meta)
+    whole_model.plan["inference"] = {"crop_to_content": False}
+    runs = {}
+    for name, each in (("crop", model), ("whole", whole_model)):
+        messages: list[str] = []
+        result = predict(each, image, backend="torch", largest_component=False, fill_holes=False,
+                         progress=lambda fraction, message, seen=messages: seen.append(message))
+        windows = max(int(m.split("/")[1]) for m in messages if m.startswith("window"))
+        runs[name] = (sitk.GetArrayFromImage(result.label_map.image), windows)
+    assert runs["crop"][1] < runs["whole"][1]
+    assert runs["crop"][0][..., :24].any()
+    np.testing.assert_array_equal(runs["crop"][0][..., :24], runs["whole"][0][..., :24])
 
 
 def test_clean_up_inside_label_boxes_matches_the_whole_image():

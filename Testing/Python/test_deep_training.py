@@ -148,3 +148,12 @@ def test_thick_slice_volumes_train_and_predict_slice_by_slice(tmp_path):
     image, _ = blob_case(np.random.default_rng(2), (30, 28, 7), (1.1, 1.1, 4.0))
     result = predict(model, image, tta=True, uncertainty=True)
     assert result.label_map.image.GetSize() == (30, 28, 7) and result.uncertainty.GetSize() == (30, 28, 7)
+    # 2D models mirror by default (cheap; nnU-Net's default): the default is the TTA result, not the single pass
+    assert plan["inference"]["tta"] is True
+    default = predict(model, image, uncertainty=True, uncertainty_method="disagreement", largest_component=False)
+    explicit = predict(model, image, tta=True, uncertainty=True, uncertainty_method="disagreement",
+                       largest_component=False)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(default.uncertainty),
+                                  sitk.GetArrayFromImage(explicit.uncertainty))
+    with pytest.raises(InputError, match="add --tta"):
+        predict(model, image, tta=False, uncertainty=True, uncertainty_method="disagreement")

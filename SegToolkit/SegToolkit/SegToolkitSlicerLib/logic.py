@@ -291,7 +291,8 @@ class SegToolkitSlicerLogic:
                     overwrite: bool = False) -> Job:
         """Deep-learning segmentation of ``volume`` (plus ``extra_channels`` volumes for multi-channel models) with
         the model in ``model_dir`` as a :class:`Job`; segments get the model's label names and colours.
-        ``tta``: accurate mode (mirrored test-time augmentation), slower."""
+        ``tta``: accurate mode (mirrored test-time augmentation), slower; off = the model's default (on for 2D
+        models, where it is cheap)."""
         from SegToolkitLib.methods.deep import require_deep
 
         require_deep()
@@ -304,8 +305,8 @@ class SegToolkitSlicerLogic:
         def compute(progress: ProgressCallback, cancel: CancelToken) -> LabelMap:
             from SegToolkitLib.methods.deep.inference import predict
 
-            return predict(model_dir, channels, tta=tta, largest_component=largest_component, device=device,
-                           name=volume.GetName(), progress=progress, cancel=cancel).label_map
+            return predict(model_dir, channels, tta=True if tta else None, largest_component=largest_component,
+                           device=device, name=volume.GetName(), progress=progress, cancel=cancel).label_map
 
         def finish(label_map: LabelMap) -> list[str]:
             return self.write(label_map, volume, segmentation, overwrite)

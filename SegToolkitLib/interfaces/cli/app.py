@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "plan",
     "train",
     "predict",
+    "quantize",
     "measure",
     "compare",
     "sample",

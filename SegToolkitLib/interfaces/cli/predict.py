@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image file(s) or DICOM folder(s)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help="label map file (.nii.gz, .nrrd, .seg.nrrd), or a folder for several inputs")
-    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="mirroring test-time augmentation, slower and smoother (default: the model's choice, "
+                             "on for 2D models)")
     parser.add_argument("--probabilities", type=Path, metavar="FILE", help="write class probabilities")
     parser.add_argument("--uncertainty", type=Path, metavar="FILE",
                         help="write an uncertainty map (0 = certain; see --uncertainty-method)")
@@ -33,9 +35,11 @@ def register(subparsers) -> None:
     parser.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
                         help="fill holes in every label (default: the model's choice, for labels without holes)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    parser.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino"), default="auto",
-                        help="inference backend (default auto: OpenVINO when installed and the image needs enough "
-                             "windows to repay its one-off conversion, else bf16 where the CPU has it, else torch)")
+    parser.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino", "openvino-int8"),
+                        default="auto",
+                        help="inference backend (default auto: the model's int8 network when it has one that agrees "
+                             "with fp32, else OpenVINO f32 when installed and the image needs enough windows to "
+                             "repay its one-off conversion, else bf16 where the CPU has it, else torch)")
     parser.set_defaults(func=run)
 
 

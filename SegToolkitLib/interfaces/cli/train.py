@@ -30,6 +30,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--ignore-label", type=int, help="label value of unannotated voxels (default 255)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-int8", action="store_true",
+                        help="3D models: skip adding the checked int8 network for fast CPU prediction")
     parser.set_defaults(func=run)
 
 
@@ -51,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan) if args.plan else None
     options = TrainingOptions(network=args.network, fold=args.fold, epochs=args.epochs,
                               time_budget_minutes=args.time_budget, iterations_per_epoch=args.iterations_per_epoch,
-                              init=args.init, freeze_encoder=args.freeze_encoder, device=args.device, seed=args.seed)
+                              init=args.init, freeze_encoder=args.freeze_encoder, device=args.device, seed=args.seed,
+                              quantize=not args.no_int8)
     with ConsoleProgress("train") as bar:
         summary = train(dataset, args.output, plan, options, progress=bar)
     print(f"{args.output}: {summary['epochs']} epochs, {summary['iterations']} iterations in "
-          f"{summary['seconds']:.0f} s; validation Dice {summary['final_validation_dice']:.3f}")
+          f"{summary['seconds']:.0f} s; validation Dice {summary['final_validation_dice']:.3f}; {summary['int8']}")
     return 0

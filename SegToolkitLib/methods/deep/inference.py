@@ -9,13 +9,15 @@ Python API::
 
 Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast on CPUs with native bf16), ``openvino`` (the
 network converted once per window shape, about 6 s, and cached under ``$SEGTOOLKIT_CACHE`` or
-``~/.cache/segtoolkit``; run in f32). Per 96x96x48 window of a 5.7 M-parameter U-Net on 2 Zen 4 cores (AVX-512
-bf16, no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s). ``auto`` on CPU picks
-openvino when it is installed and the conversion is cached or pays off (at least 16 windows), else torch-bf16 where
-bf16 is native, else torch. ``benchmarks/deep_speed.py`` (phantom 256x256x160, 36 windows, a model with validation
-Dice 0.92, load about 1.6): the whole predict with the CT content crop (``content_box``, default for CT models)
-3.4x faster than bare MONAI eager fp32 on the whole resampled array, Dice 0.9998 against our fp32 (backend torch)
-and 0.982 against MONAI's whole-array windows; without the crop 1.9x, Dice 0.997 against MONAI.
+``~/.cache/segtoolkit``; run in f32) and ``openvino-int8`` (the model's own int8 network, made after training and
+kept only when its labels agree with fp32, see :mod:`.quantization`). Per 96x96x48 window of a 5.7 M-parameter
+U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI, no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16
+mode 0.36 s), int8 about 0.15-0.19 s. ``auto`` on CPU picks the int8 network when the model has one, else openvino
+when it is installed and the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is
+native, else torch. Numbers against bare MONAI are in ``benchmarks/RESULTS.md`` (``benchmarks/deep_speed.py``).
+
+CT models predict only the whole-array windows that reach the body (``content_box``): the windows stay where
+MONAI's whole-array sliding window puts them, so the labels inside the body are the same as without the crop.
 
 Probabilities are mapped back and reduced to labels slab by slab, so memory stays near the input's own size (2.6 GB
 peak for a 512x512x300 CT). The model's default clean-up (largest component, hole filling per label) comes from its
@@ -45,8 +47,9 @@ from .dataset import _onto_grid
 from .model_package import DeepModel, load_model
 from .planning import training_memory_bytes
 from .preprocessing import plan_grid, preprocess_images, resample, same_grid
+from .quantization import int8_ready
 
-BACKENDS = ("auto", "torch", "torch-bf16", "openvino")
+BACKENDS = ("auto", "torch", "torch-bf16", "openvino", "openvino-int8")
 UNCERTAINTY_METHODS = ("entropy", "disagreement")
 OVERLAP = 0.5
 # Converting (about 6 s, cached) costs about 16 fp32 or 32 bf16 windows of the same network: it pays off within
@@ -108,29 +111,37 @@ def check_memory(model: DeepModel, image: sitk.Image, probabilities: bool, uncer
                          "of interest or free memory")
 
 
-def choose_backend(backend: str, device: str, windows: int = 0, converted: bool = False) -> str:
-    """The backend to run: the user's choice (checked), or the fastest that agrees with fp32 for ``auto``."""
+def choose_backend(backend: str, device: str, windows: int = 0, converted: bool = False,
+                   int8: bool = False) -> str:
+    """The backend to run: the user's choice (checked), or for ``auto`` the fastest whose labels agree with fp32:
+    the model's checked int8 network (``int8``), else OpenVINO f32 when it pays off, else torch."""
     from .training import bf16_supported
 
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     openvino = device == "cpu" and importlib.util.find_spec("openvino") is not None
-    if backend == "openvino" and not openvino:
-        raise InputError("backend openvino needs the openvino package and the CPU device (pip install openvino)")
+    if backend.startswith("openvino") and not openvino:
+        raise InputError(f"backend {backend} needs the openvino package and the CPU device (pip install openvino)")
+    if backend == "openvino-int8" and not int8:
+        raise InputError("backend openvino-int8: this model has no int8 network that agrees with fp32; run "
+                         "'segtoolkit quantize' on it, or choose another backend")
     if backend != "auto":
         return backend
+    if openvino and int8:
+        return "openvino-int8"
     if openvino and (converted or windows >= OPENVINO_MIN_WINDOWS):
         return "openvino"
     return "torch-bf16" if bf16_supported(device) else "torch"
 
 
-def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Image], *, tta: bool = False,
+def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Image], *, tta: bool | None = None,
             probabilities: bool = False, uncertainty: bool = False, uncertainty_method: str = "entropy",
             largest_component: bool | None = None, fill_holes: bool | None = None, device: str = "auto",
             backend: str = "auto", name: str = "input", progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Prediction:
     """Segment one case (an image, or its channels in the model's order) with a model (folder or loaded).
-    ``largest_component`` / ``fill_holes``: True = every label, False = none, None = the model's defaults
+    ``tta``: mirroring test-time augmentation; None = the model's default (the plan's ``inference.tta``: on for 2D
+    models). ``largest_component`` / ``fill_holes``: True = every label, False = none, None = the model's defaults
     (``postprocessing`` in model.json: the labels that were one solid piece in every training case).
     ``uncertainty_method``: ``entropy`` of the class probabilities, or ``disagreement`` between the TTA passes
     (needs ``tta``)."""
@@ -141,9 +152,12 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
         model = load_model(model, resolve_device(device))
     channels = [images] if isinstance(images, sitk.Image) else list(images)
     _check_input(model, channels, name)
+    if tta is None:
+        tta = bool(model.plan.get("inference", {}).get("tta", False))
     votes = uncertainty and _uses_votes(uncertainty_method, tta)
     check_memory(model, channels[0], probabilities, uncertainty, name, votes)
-    choose_backend(backend, model.device)  # reject a bad choice before any work
+    int8 = backend in ("auto", "openvino-int8") and model.device == "cpu" and int8_ready(model)
+    choose_backend(backend, model.device, int8=int8)  # reject a bad choice before any work
     report(progress, 0.02, "preprocessing", cancel)
     reference = channels[0]
     channels = [reference] + [_onto_grid(c, reference) for c in channels[1:]]
@@ -152,7 +166,7 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
     cropped = array[(slice(None),) + box]
     roi = _roi(model.plan)
     chosen = choose_backend(backend, model.device, _window_count(cropped.shape[1:], roi, overlap(model.plan)),
-                            _openvino_xml(model, [1, array.shape[0]] + _network_window(model.plan)).is_file())
+                            _openvino_xml(model, [1, array.shape[0]] + _network_window(model.plan)).is_file(), int8)
     report(progress, 0.08, "sliding window", cancel)
     classes = len(model.class_values)
     blended = np.zeros(((2 if votes else 1) * classes,) + array.shape[1:], dtype=np.float32)
@@ -194,13 +208,12 @@ def overlap(plan: dict) -> float:
 
 
 def content_box(array: np.ndarray, plan: dict) -> tuple[slice, ...]:
-    """The part of a CT working-grid array to predict: the bounding box of voxels above the lower clip of the
-    normalisation (air, and tissue darker than any annotated structure, is constant there) plus a quarter window
-    of context; the windows then tile that box only. On by default for CT models (``inference.crop_to_content``
-    false in the plan turns it off). The windows move with the box, so labels differ from whole-array prediction
-    where the model depends on window placement: on the benchmark phantom Dice 0.982 between the two for a model
-    with validation Dice 0.92, the crop being the closer to the truth (0.958 against 0.944) at 3.4x the speed.
-    Other modalities: the whole array."""
+    """The part of a CT working-grid array to predict: the whole-array sliding windows that reach the voxels above
+    the lower clip of the normalisation (air, and tissue darker than any annotated structure, is constant there).
+    The box starts and ends on that window grid, so the windows inside it are exactly the whole-array windows and
+    every voxel of the content gets the same blended probabilities as without the crop; only windows that see
+    nothing but air are skipped. On by default for CT models (``inference.crop_to_content`` false in the plan turns
+    it off); other modalities: the whole array."""
     full = tuple(slice(0, size) for size in array.shape[1:])
     scheme = plan["normalisation"][0]
     if scheme["scheme"] != "ct" or not plan.get("inference", {}).get("crop_to_content", True):
@@ -210,11 +223,29 @@ def content_box(array: np.ndarray, plan: dict) -> tuple[slice, ...]:
     if not inside.any():
         return full
     box = []
+    step = overlap(plan)
     for axis, (size, window) in enumerate(zip(array.shape[1:], _roi(plan))):
         present = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
-        margin = max(1, window // 4) if size > 1 else 0
-        box.append(slice(max(0, int(present[0]) - margin), min(size, int(present[-1]) + 1 + margin)))
+        box.append(_windows_reaching(size, window, step, int(present[0]), int(present[-1]) + 1))
     return tuple(box)
+
+
+def window_starts(size: int, window: int, step: float) -> list[int]:
+    """Where MONAI's ``sliding_window_inference`` starts its windows along one axis (the last one pulled back to
+    end at the border)."""
+    if size <= window:
+        return [0]
+    interval = max(1, int(window * (1 - step)))
+    count = math.ceil((size - window) / interval) + 1
+    return [min(i * interval, size - window) for i in range(count)]
+
+
+def _windows_reaching(size: int, window: int, step: float, first: int, end: int) -> slice:
+    """The span of the whole-axis windows that overlap ``[first, end)``."""
+    if size <= window:
+        return slice(0, size)
+    starts = [s for s in window_starts(size, window, step) if s < end and s + window > first]
+    return slice(starts[0], starts[-1] + window)
 
 
 def _check_input(model: DeepModel, channels: list[sitk.Image], name: str) -> None:
@@ -233,9 +264,11 @@ def _check_input(model: DeepModel, channels: list[sitk.Image], name: str) -> Non
 
 
 def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
-                   progress: ProgressCallback | None, cancel: CancelToken | None, votes: bool = False) -> np.ndarray:
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None, votes: bool = False,
+                   network=None) -> np.ndarray:
     """Class probabilities ``(classes, D, H, W)`` on the working grid (Gaussian-blended windows); with ``votes``
-    followed by as many channels holding the fraction of TTA passes that chose each class."""
+    followed by as many channels holding the fraction of TTA passes that chose each class. ``network``: a compiled
+    network to run instead of the backend's (the int8 check before it is saved)."""
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -246,9 +279,9 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
     done = [0]
     flips = _mirror_axes(2 if two_d else 3) if tta else [()]
     autocast = backend == "torch-bf16"
-    network, device = model.network, model.device
-    if backend == "openvino":
-        network = openvino_network(model, [1, array.shape[0]] + _network_window(model.plan))
+    device = model.device
+    if network is None:
+        network = _backend_network(model, backend, array.shape[0])
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         report(progress, 0.08 + 0.8 * done[0] / total, f"window {done[0] + 1}/{total}", cancel)
@@ -274,6 +307,14 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
     return out[0].numpy()
 
 
+def _backend_network(model: DeepModel, backend: str, channels: int):
+    if backend == "openvino":
+        return openvino_network(model, [1, channels] + _network_window(model.plan))
+    if backend == "openvino-int8":
+        return int8_network(model)
+    return model.network
+
+
 def _network_window(plan: dict) -> list[int]:
     """The network's input window (array order, without batch and channel)."""
     return list(reversed(plan["patch_size"]))
@@ -295,50 +336,84 @@ def openvino_network(model: DeepModel, window: list[int]):
     the compiled network is kept with the loaded model for its next predictions."""
     import torch
 
-    xml = _openvino_xml(model, window)
-    key = ("openvino", str(xml), torch.get_num_threads())
+    key = ("openvino", str(_openvino_xml(model, window)), torch.get_num_threads())
     if key not in model.runtime:
-        model.runtime[key] = _compile_openvino(model, window, xml)
+        model.runtime[key] = compile_for_cpu(openvino_model(model, window))
     return model.runtime[key]
 
 
-def _compile_openvino(model: DeepModel, window: list[int], xml: Path):
-    """Convert (or read the cached conversion at ``xml``) and compile for the CPU."""
+def int8_network(model: DeepModel):
+    """The model's int8 network (see :mod:`.quantization`) compiled for the CPU, kept with the loaded model."""
     import openvino as ov
     import torch
 
-    core = ov.Core()
+    from .quantization import int8_path
+
+    key = ("openvino-int8", torch.get_num_threads())
+    if key not in model.runtime:
+        path = int8_path(model)
+        try:
+            converted = ov.Core().read_model(str(path))
+        except RuntimeError as error:
+            raise InputError(f"{path}: corrupt int8 network ({str(error).splitlines()[-1][:120]}); run "
+                             "'segtoolkit quantize' again or predict with --backend openvino") from None
+        model.runtime[key] = compile_for_cpu(converted)
+    return model.runtime[key]
+
+
+def openvino_model(model: DeepModel, window: list[int]):
+    """The network converted to an OpenVINO model for one window shape (read from the cache when it is there)."""
+    import openvino as ov
+    import torch
+
+    xml = _openvino_xml(model, window)
     if xml.is_file():
-        converted = core.read_model(str(xml))
-    else:
-        with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
-        xml.parent.mkdir(parents=True, exist_ok=True)
-        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
-        ov.save_model(converted, str(tmp))
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp, xml)
+        converted = ov.Core().read_model(str(xml))
+        converted.reshape(window)  # the conversion keeps dynamic dimensions; the window is fixed
+        return converted
+    with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+    ov.save_model(converted, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+    os.replace(tmp, xml)
+    converted.reshape(window)
+    return converted
+
+
+def compile_for_cpu(converted):
+    """Compile an OpenVINO model for the CPU with torch's thread count; a callable on a batch of torch windows."""
+    import openvino as ov
+    import torch
+
     # f32 explicitly: OpenVINO's default on CPUs with AVX-512 bf16 (bf16) was slower for these U-Nets (instance
-    # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels.
-    compiled = core.compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+    # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels. An int8
+    # network keeps its quantized layers in int8 under this hint.
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                          "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
 
     def run(windows):
-        outputs = [torch.from_numpy(request.infer([windows[i:i + 1].float().numpy()])[0])
+        outputs = [torch.from_numpy(request.infer([windows[i:i + 1].float().numpy()])[0].copy())
                    for i in range(windows.shape[0])]
         return torch.cat(outputs)
 
     return run
 
 
-def _openvino_xml(model: DeepModel, window: list[int]) -> Path:
-    """Where the converted network for this model and window shape is cached."""
-    if "weights_sha256" not in model.runtime:  # read and hash the weights once per loaded model
+def weights_sha256(model: DeepModel) -> str:
+    """SHA-256 of the model's weights file, computed once per loaded model."""
+    if "weights_sha256" not in model.runtime:
         weights = model.folder / model.meta.get("weights", "model.safetensors")
         model.runtime["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    key = repr((model.runtime["weights_sha256"], window, _openvino_version()))
+    return model.runtime["weights_sha256"]
+
+
+def _openvino_xml(model: DeepModel, window: list[int]) -> Path:
+    """Where the converted network for this model and window shape is cached."""
+    key = repr((weights_sha256(model), window, _openvino_version(), "f32 weights"))
     return cache_folder() / "openvino" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.xml"
 
 
@@ -352,11 +427,7 @@ def _openvino_version() -> str:
 
 
 def _window_count(shape: Sequence[int], roi: Sequence[int], step: float = OVERLAP) -> int:
-    count = 1
-    for size, window in zip(shape, roi):
-        interval = max(1, int(window * (1 - step)))
-        count *= 1 if size <= window else math.ceil((size - window) / interval) + 1
-    return count
+    return math.prod(len(window_starts(size, window, step)) for size, window in zip(shape, roi))
 
 
 def _mirror_axes(dims: int) -> list[tuple[int, ...]]:

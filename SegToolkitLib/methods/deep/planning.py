@@ -135,8 +135,9 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         "memory_budget_gb": budget,
         "training": {"epochs": 50, "iterations_per_epoch": 50, "learning_rate": 0.003, "weight_decay": 3e-5,
                      "foreground_fraction": 0.34, "validation_patches": 16, "mixed_precision": True},
-        # sliding-window overlap as nnU-Net; CT: only the bounding box of the body is predicted (air is constant)
-        "inference": {"overlap": 0.5, "crop_to_content": dataset.is_ct},
+        # sliding-window overlap as nnU-Net; CT: only the windows that reach the body are run (air is constant);
+        # mirroring TTA by default (as nnU-Net) where it is cheap: 2D (4 passes; 8 for 3D)
+        "inference": {"overlap": 0.5, "crop_to_content": dataset.is_ct, "tta": configuration == "2d"},
         "augmentation": {"rotation_degrees": 30.0 if axes == 2 else 15.0, "scale": [0.8, 1.25], "mirror": True,
                          "gamma": [0.7, 1.5], "brightness": 0.15, "contrast": 0.25, "noise_std": 0.1,
                          "elastic": False, "probability": 0.3},

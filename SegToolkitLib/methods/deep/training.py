@@ -44,6 +44,7 @@ class TrainingOptions:
     freeze_encoder: bool = False
     device: str = "auto"
     seed: int = 0
+    quantize: bool = True  # 3D models: add a checked int8 network for fast CPU prediction (see .quantization)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
     plan = json.loads(json.dumps(plan))
     plan["patch_size"] = network_patch_size(options.network, plan["patch_size"])
     class_values = class_values_of(plan)
-    samples = _prepare(dataset, plan, class_values, scaled(progress, 0.05, 0.1), cancel)
+    samples = prepare_samples(dataset, plan, class_values, scaled(progress, 0.05, 0.1), cancel)
     train_samples, val_samples = _split(samples, options.fold, options.folds)
     spec = network_spec(options.network, plan, len(plan["channels"]), len(class_values))
     torch.manual_seed(options.seed)
@@ -115,7 +116,7 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
                          "folder or delete its checkpoint/ subfolder")
     state = state or {"key": key, "epoch": 0, "iterations": 0, "seconds": 0.0, "history": []}
     loop = _Loop(network, optimizer, plan, options, device, train_samples, val_samples, seed=options.seed)
-    summary = loop.run(model_dir, state, scaled(progress, 0.1, 1.0), cancel)
+    summary = loop.run(model_dir, state, scaled(progress, 0.1, 0.97), cancel)
     summary.update({"network": options.network, "fold": options.fold, "device": device, "init": init_note,
                     "train_cases": [s.name for s in train_samples], "validation_cases": [s.name for s in val_samples]})
     network.eval()
@@ -124,8 +125,27 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
             "postprocessing": shape_priors(samples, class_values)}
     save_model(model_dir, network.cpu(), meta)
     remove_checkpoint(model_dir)
+    summary["int8"] = _add_int8_network(model_dir, plan, options, train_samples, val_samples,
+                                         scaled(progress, 0.97, 1.0), cancel)
     report(progress, 1.0, f"done: validation Dice {summary['final_validation_dice']:.3f}", cancel)
     return summary
+
+
+def _add_int8_network(model_dir: Path, plan: dict, options: TrainingOptions, train_samples: list[_Sample],
+                      val_samples: list[_Sample], progress: ProgressCallback | None,
+                      cancel: CancelToken | None) -> str:
+    """Quantize a 3D model for the CPU (2D windows are fast enough in f32); one line on the outcome."""
+    from .model_package import load_model
+    from .quantization import describe, quantization_available, quantize_model, remove_int8, training_windows
+
+    remove_int8(model_dir)
+    if not options.quantize or len(plan["patch_size"]) != 3:
+        return "no int8 network (not asked for, or a 2D model)"
+    if not quantization_available():
+        return "no int8 network (needs the openvino and nncf packages)"
+    calibration, check = training_windows(train_samples, val_samples or train_samples, plan, array_patch(plan),
+                                          options.seed)
+    return describe(quantize_model(load_model(model_dir, "cpu"), calibration, check, progress, cancel))
 
 
 def _check_plan_fits(plan: dict, dataset: Dataset) -> None:
@@ -137,7 +157,7 @@ def _check_plan_fits(plan: dict, dataset: Dataset) -> None:
         raise InputError(f"plan does not know labels {missing} of {dataset.root}; make the plan from this dataset")
 
 
-def _prepare(dataset: Dataset, plan: dict, class_values: list[int], progress: ProgressCallback | None,
+def prepare_samples(dataset: Dataset, plan: dict, class_values: list[int], progress: ProgressCallback | None,
              cancel: CancelToken | None) -> list[_Sample]:
     """Every case preprocessed once into memory, with foreground coordinates for oversampling."""
     rng = np.random.default_rng(0)
@@ -254,7 +274,7 @@ class _Loop:
         self.epochs = options.epochs if options.epochs is not None else (
             None if options.time_budget_minutes is not None else int(settings["epochs"]))
         self.budget = options.time_budget_minutes * 60 if options.time_budget_minutes is not None else None
-        self.patch = _array_patch(plan)
+        self.patch = array_patch(plan)
         self.batch = int(plan["batch_size"])
         self.classes = len(class_values_of(plan))
         self.autocast = bool(settings.get("mixed_precision", True)) and bf16_supported(device)
@@ -328,21 +348,11 @@ class _Loop:
         return float(loss.detach())
 
     def _batch(self, samples: list[_Sample], rng: np.random.Generator, size: int):
-        """A batch of patches; the first third (rounded up) is centred on a foreground voxel."""
         import torch
 
-        forced = math.ceil(size * float(self.plan["training"].get("foreground_fraction", 0.34)))
-        images, labels = [], []
-        for index in range(size):
-            sample = samples[int(rng.integers(len(samples)))]
-            classes = [c for c in sample.foreground if len(c)]
-            pool = classes[int(rng.integers(len(classes)))] if index < forced and classes else sample.annotated
-            centre = pool[int(rng.integers(len(pool)))]
-            image, label = _crop(sample, centre, self.patch, rng)
-            images.append(image)
-            labels.append(label)
-        images_t = torch.from_numpy(np.stack(images))
-        labels_t = torch.from_numpy(np.stack(labels)).long()
+        fraction = float(self.plan["training"].get("foreground_fraction", 0.34))
+        images, labels = sample_patches(samples, self.patch, size, rng, fraction)
+        images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels).long()
         if len(self.plan["patch_size"]) == 2:  # 2D network: drop the length-1 depth axis
             images_t, labels_t = images_t[:, :, 0], labels_t[:, 0]
         return images_t, labels_t
@@ -381,7 +391,23 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(defined)) if defined else math.nan
 
 
-def _array_patch(plan: dict) -> tuple[int, int, int]:
+def sample_patches(samples: list[_Sample], patch: tuple[int, int, int], size: int, rng: np.random.Generator,
+                   foreground_fraction: float = 0.34) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` patches (N, C, D, H, W) and their labels (N, D, H, W); the first ``foreground_fraction`` of them
+    (rounded up) centred on a foreground voxel, the others on any annotated voxel."""
+    forced = math.ceil(size * foreground_fraction)
+    images, labels = [], []
+    for index in range(size):
+        sample = samples[int(rng.integers(len(samples)))]
+        classes = [c for c in sample.foreground if len(c)]
+        pool = classes[int(rng.integers(len(classes)))] if index < forced and classes else sample.annotated
+        image, label = _crop(sample, pool[int(rng.integers(len(pool)))], patch, rng)
+        images.append(image)
+        labels.append(label)
+    return np.stack(images), np.stack(labels)
+
+
+def array_patch(plan: dict) -> tuple[int, int, int]:
     """The plan's patch (x, y(, z)) as a (depth, height, width) crop; depth 1 for 2D networks."""
     patch = list(reversed(plan["patch_size"]))
     return (1, patch[0], patch[1]) if len(patch) == 2 else (patch[0], patch[1], patch[2])
