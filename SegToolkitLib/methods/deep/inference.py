@@ -44,7 +44,7 @@ from ...errors import InputError
 from ...io import LabelMap
 from ...progress import CancelToken, ProgressCallback, report
 from .dataset import _onto_grid
-from .model_package import DeepModel, load_model
+from .model_package import WEIGHTS, DeepModel, load_model
 from .planning import training_memory_bytes
 from .preprocessing import plan_grid, preprocess_images, resample, same_grid
 from .quantization import int8_ready
@@ -406,7 +406,7 @@ def compile_for_cpu(converted):
 def weights_sha256(model: DeepModel) -> str:
     """SHA-256 of the model's weights file, computed once per loaded model."""
     if "weights_sha256" not in model.runtime:
-        weights = model.folder / model.meta.get("weights", "model.safetensors")
+        weights = model.folder / model.meta.get("weights", WEIGHTS)
         model.runtime["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     return model.runtime["weights_sha256"]
 

@@ -28,7 +28,7 @@ from ...errors import InputError
 from ...io import write_text_atomic
 from ...progress import CancelToken, ProgressCallback, report
 from .dataset import Dataset, load_dataset
-from .model_package import MODEL_JSON, DeepModel, load_model, read_model_json
+from .model_package import MODEL_JSON, DeepModel, load_model
 
 INT8_FILE = "network-int8.xml"
 MIN_AGREEMENT = 0.995
@@ -43,6 +43,11 @@ def quantization_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
+def _require_quantization() -> None:
+    if not quantization_available():
+        raise InputError("int8 quantization needs the openvino and nncf packages (pip install openvino nncf)")
+
+
 def int8_path(model: DeepModel) -> Path:
     return model.folder / model.meta.get("int8", {}).get("file", INT8_FILE)
 
@@ -54,7 +59,8 @@ def int8_ready(model: DeepModel) -> bool:
     entry = model.meta.get("int8")
     if not entry or not entry.get("accepted"):
         return False
-    if not int8_path(model).is_file() or not int8_path(model).with_suffix(".bin").is_file():
+    path = int8_path(model)
+    if not path.is_file() or not path.with_suffix(".bin").is_file():
         raise InputError(f"{model.folder / MODEL_JSON}: lists the int8 network {entry.get('file')} but its files are "
                          "missing; copy the whole model folder or run 'segtoolkit quantize' again")
     return entry.get("weights_sha256") == weights_sha256(model)
@@ -67,8 +73,7 @@ def quantize_model(model: DeepModel, calibration: np.ndarray, check: list[np.nda
     quantize again with more of the finest-resolution layers left in floating point (``F32_LAYER_STEPS``); the first
     network that agrees is saved into the model folder. Returns the ``int8`` entry written to model.json
     (``accepted`` says whether an int8 network is used)."""
-    if not quantization_available():
-        raise InputError("int8 quantization needs the openvino and nncf packages (pip install openvino nncf)")
+    _require_quantization()
     from .inference import compile_for_cpu, openvino_model, sliding_window, weights_sha256
 
     window = [1] + [int(n) for n in calibration.shape[1:]]
@@ -149,7 +154,7 @@ def quantize_folder(model_dir: Path | str, dataset: Dataset | Path | str, seed: 
     validation cases (cases the model never saw, when the dataset is another one)."""
     from .training import array_patch, class_values_of, prepare_samples
 
-    read_model_json(model_dir)  # a clear error before loading anything heavy
+    _require_quantization()  # before preparing any sample
     model = load_model(model_dir, "cpu")
     dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     if len(dataset.channels) != len(model.channels):
