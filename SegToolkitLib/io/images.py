@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -59,13 +60,7 @@ def read_image(path: Path | str, series_uid: str | None = None) -> sitk.Image:
     if suffix not in READ_SUFFIXES and suffix != ".dcm":
         raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'}; "
                          f"use one of {', '.join(READ_SUFFIXES)} or a DICOM folder")
-    if suffix in (".nii", ".nii.gz"):
-        check_nifti_complete(path)  # ITK's NIfTI reader zero-fills truncated files without a word
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise InputError(f"{path}: cannot read image ({_first_line(error)}); is the file complete and "
-                         "in the format its extension says?") from None
+    image = _read_nifti(path) if suffix in (".nii", ".nii.gz") else _read_with_itk(path)
     if suffix in PICTURE_SUFFIXES:
         image = _picture_to_scalar(image)
     return image
@@ -212,14 +207,36 @@ def check_output_not_input(output: Path | str, inputs: Sequence[Path | str]) -> 
     return check_output_path(output, inputs)
 
 
+def _read_with_itk(path: Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"{path}: cannot read image ({_first_line(error)}); is the file complete and "
+                         "in the format its extension says?") from None
+
+
+def _read_nifti(path: Path) -> sitk.Image:
+    """A NIfTI file read by ITK, checked whole: ITK's reader zero-fills truncated files and reads corrupt gzip
+    data without a word. The check decompresses the file once more, so it runs in a second thread while ITK
+    reads (both release the GIL); its error, when there is one, says more than ITK's."""
+    with ThreadPoolExecutor(1) as pool:
+        complete = pool.submit(check_nifti_complete, path)
+        try:
+            image = _read_with_itk(path)
+        finally:
+            complete.result()
+    return image
+
+
 def check_nifti_complete(path: Path) -> None:
     """Raise :class:`InputError` when a NIfTI file holds fewer bytes than its header promises."""
-    opener = gzip.open if compound_suffix(path) == ".nii.gz" else open
+    compressed = compound_suffix(path) == ".nii.gz"
     try:
-        with opener(path, "rb") as stream:
+        with (gzip.open if compressed else open)(path, "rb") as stream:
             header = stream.read(540)
             expected = _nifti_expected_bytes(header, path)
-            available = len(header) + _count_remaining_bytes(stream)
+            # a gzip stream must be decompressed to know its length (and to check its CRC)
+            available = len(header) + _count_remaining_bytes(stream) if compressed else path.stat().st_size
     except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"{path}: file is damaged or incomplete ({error}); download or export it again") from None
     if available < expected:

@@ -290,3 +290,10 @@ def test_auto_backend_converts_only_when_it_pays_off_and_a_forced_backend_stays(
     assert inference.choose_backend("auto", "cpu", windows=1000, converted=True) == fallback
     with pytest.raises(InputError, match="openvino package"):
         inference.choose_backend("openvino", "cpu")
+
+
+def test_first_argmax_matches_numpy_argmax_including_ties():
+    rng = np.random.default_rng(3)
+    channels = rng.integers(0, 4, (5, 7, 9, 11)).astype(np.float32)  # few distinct values: many ties
+    assert np.array_equal(inference.first_argmax(list(channels)), channels.argmax(0))
+    assert inference.first_argmax(list(channels)).dtype == np.uint8

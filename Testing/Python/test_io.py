@@ -177,6 +177,12 @@ def test_bad_image_files_give_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="incomplete") as error:
         read_image(truncated)
     assert "\n" not in str(error.value)
+    damaged = bytearray(good.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 16] = bytes(b ^ 0x5A for b in damaged[middle:middle + 16])
+    (tmp_path / "damaged.nii.gz").write_bytes(damaged)  # ITK alone reads such a file without a word
+    with pytest.raises(InputError, match="damaged.nii.gz: file is damaged or incomplete"):
+        read_image(tmp_path / "damaged.nii.gz")
     plain = write_image(make_image(), tmp_path / "plain.nii", compress=False)
     (tmp_path / "cut.nii").write_bytes(plain.read_bytes()[:-10])
     with pytest.raises(InputError, match=r"cut.nii: file is incomplete \(\d+ of \d+ bytes\)"):

@@ -10,9 +10,10 @@ Python API::
 Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast on CPUs with native bf16), ``openvino`` (the
 network converted once per window shape, about 6 s, and cached under ``$SEGTOOLKIT_CACHE`` or
 ``~/.cache/segtoolkit``; run in f32) and ``openvino-int8`` (the model's own int8 network, made after training and
-kept only when its labels agree with fp32, see :mod:`.quantization`). Per 96x96x48 window of a 5.7 M-parameter
-U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI, no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16
-mode 0.36 s), int8 about 0.15-0.19 s. ``auto`` on CPU picks the int8 network when the model has one, else openvino
+kept only when its labels agree with fp32, see :mod:`.quantization`). OpenVINO runs two windows at a time on two
+streams of one core each. Per 96x96x48 window of a 5.7 M-parameter U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI,
+no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s), int8 about 0.13-0.18 s depending
+on how many layers its check kept in f32. ``auto`` on CPU picks the int8 network when the model has one, else openvino
 when it is installed and the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is
 native, else torch. Numbers against bare MONAI are in ``benchmarks/RESULTS.md`` (``benchmarks/deep_speed.py``).
 
@@ -55,6 +56,7 @@ OVERLAP = 0.5
 # Converting (about 6 s, cached) costs about 16 fp32 or 32 bf16 windows of the same network: it pays off within
 # the first image or two of that size.
 OPENVINO_MIN_WINDOWS = 16
+WINDOW_BATCH = 2  # 3D windows handed to the network at a time (2D: twice as many)
 SLAB_VOXELS = 1 << 22  # input-grid voxels resampled at a time when mapping results back
 
 
@@ -302,8 +304,8 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
 
     inputs = torch.from_numpy(array).unsqueeze(0)
     with torch.inference_mode():
-        out = sliding_window_inference(inputs, roi, 4 if two_d else 1, predictor, overlap=step, mode="gaussian",
-                                       sw_device=device, device="cpu")
+        out = sliding_window_inference(inputs, roi, 2 * WINDOW_BATCH if two_d else WINDOW_BATCH, predictor,
+                                       overlap=step, mode="gaussian", sw_device=device, device="cpu")
     return out[0].numpy()
 
 
@@ -391,13 +393,24 @@ def compile_for_cpu(converted):
     # f32 explicitly: OpenVINO's default on CPUs with AVX-512 bf16 (bf16) was slower for these U-Nets (instance
     # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels. An int8
     # network keeps its quantized layers in int8 under this hint.
-    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+    # Two streams run two windows at once, one core each: about 7% more windows per second on 2 cores than one
+    # window on both cores (the sliding window hands over WINDOW_BATCH windows at a time).
+    threads = torch.get_num_threads()
+    streams = max(1, min(WINDOW_BATCH, threads))
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams,
                                                           "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
+    queue = ov.AsyncInferQueue(compiled, streams)
 
     def run(windows):
-        outputs = [torch.from_numpy(request.infer([windows[i:i + 1].float().numpy()])[0].copy())
-                   for i in range(windows.shape[0])]
+        outputs = [None] * windows.shape[0]
+
+        def keep(request, index):
+            outputs[index] = torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+        queue.set_callback(keep)
+        for index in range(windows.shape[0]):
+            queue.start_async([windows[index:index + 1].float().numpy()], index)
+        queue.wait_all()
         return torch.cat(outputs)
 
     return run
@@ -456,19 +469,20 @@ def _to_input_grid(model: DeepModel, blended: np.ndarray, grid: sitk.Image, refe
     for first in range(0, depth, step):
         rows = slice(first, min(depth, first + step))
         if direct:
-            values = maps[:, 0] if two_d else maps[:, rows]
+            values = list(maps[:, 0] if two_d else maps[:, rows])
         else:
             slab = reference if two_d else _slab(reference, first, rows.stop - first)
-            values = np.stack([sitk.GetArrayFromImage(resample(source, slab, sitk.sitkLinear)) for source in sources])
+            resampled = [resample(source, slab, sitk.sitkLinear) for source in sources]  # alive while viewed
+            values = [sitk.GetArrayViewFromImage(image) for image in resampled]
         target = ... if two_d else rows
         values, extra = values[:classes], values[classes:]
-        labels[target] = lookup[values.argmax(0)]
+        labels[target] = lookup[first_argmax(values)]
         if kept is not None:
-            kept[target] = np.moveaxis(values[1:], 0, -1)
+            kept[target] = np.stack(values[1:], -1)
         if uncertain is not None and disagreement is not None:
             uncertain[target] = np.clip(extra[0], 0.0, 1.0)
         elif uncertain is not None:
-            clipped = np.clip(values, 1e-8, 1.0)
+            clipped = np.clip(np.stack(values), 1e-8, 1.0)
             uncertain[target] = -(clipped * np.log(clipped)).sum(0) / math.log(classes)
     label_image = sitk.GetImageFromArray(labels)
     label_image.CopyInformation(reference)
@@ -480,6 +494,18 @@ def _to_input_grid(model: DeepModel, blended: np.ndarray, grid: sitk.Image, refe
         result.uncertainty = sitk.GetImageFromArray(uncertain)
         result.uncertainty.CopyInformation(reference)
     return result
+
+
+def first_argmax(channels: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(channels).argmax(0)`` (the first channel wins a tie) as uint8, without stacking: a few times
+    faster on large volumes, where argmax along the first axis strides through memory."""
+    best = np.array(channels[0], dtype=np.float32)
+    index = np.zeros(best.shape, dtype=np.uint8 if len(channels) <= 256 else np.uint16)
+    for number, channel in enumerate(channels[1:], start=1):
+        higher = channel > best
+        index[higher] = number
+        np.maximum(best, channel, out=best)
+    return index
 
 
 def _on_grid(array: np.ndarray, grid: sitk.Image) -> sitk.Image:
