@@ -117,7 +117,7 @@ def main() -> None:
     report = {"shape": list(args.shape), "threads": args.threads, "patch": model.plan["patch_size"],
               "crop_to_content": not args.no_crop, **quality, **compare(model, volume, work, truth)}
     if not args.skip_memory:
-        # the child's own peak (kilobytes): RUSAGE_CHILDREN would also count the training's data loader workers
+        # the child's own peak (kilobytes): RUSAGE_CHILDREN also counts processes started by training and quantizing
         child = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(model_dir)], check=True, capture_output=True,
                                text=True)
         report["peak_memory_gb_512x512x300"] = round(int(child.stdout.split()[-1]) / 1e6, 2)
