@@ -12,7 +12,7 @@ network converted once per window shape, about 6 s, and cached under ``$SEGTOOLK
 ``~/.cache/segtoolkit``; run in f32) and ``openvino-int8`` (the model's own int8 network, made after training and
 kept only when its labels agree with fp32, see :mod:`.quantization`). OpenVINO runs two windows at a time on two
 streams of one core each. Per 96x96x48 window of a 5.7 M-parameter U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI,
-no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s), int8 about 0.13-0.18 s depending
+no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s), int8 about 0.08-0.18 s depending
 on how many layers its check kept in f32. ``auto`` on CPU picks the int8 network when the model has one, else openvino
 when it is installed and the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is
 native, else torch. Numbers against bare MONAI are in ``benchmarks/RESULTS.md`` (``benchmarks/deep_speed.py``).
@@ -371,17 +371,16 @@ def openvino_model(model: DeepModel, window: list[int]):
     xml = _openvino_xml(model, window)
     if xml.is_file():
         converted = ov.Core().read_model(str(xml))
-        converted.reshape(window)  # the conversion keeps dynamic dimensions; the window is fixed
-        return converted
-    with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
-        warnings.simplefilter("ignore")
-        converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
-    ov.save_model(converted, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(tmp, xml)
-    converted.reshape(window)
+    else:
+        with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
+            warnings.simplefilter("ignore")
+            converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+        ov.save_model(converted, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
+    converted.reshape(window)  # the conversion keeps dynamic dimensions; the window is fixed
     return converted
 
 
@@ -393,8 +392,8 @@ def compile_for_cpu(converted):
     # f32 explicitly: OpenVINO's default on CPUs with AVX-512 bf16 (bf16) was slower for these U-Nets (instance
     # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels. An int8
     # network keeps its quantized layers in int8 under this hint.
-    # Two streams run two windows at once, one core each: about 7% more windows per second on 2 cores than one
-    # window on both cores (the sliding window hands over WINDOW_BATCH windows at a time).
+    # Two streams run two windows at once, one core each: 0.136 s per window in predict on 2 cores, against
+    # 0.163 s for one window at a time on both cores (the sliding window hands over WINDOW_BATCH windows at once).
     threads = torch.get_num_threads()
     streams = max(1, min(WINDOW_BATCH, threads))
     compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams,

@@ -158,7 +158,7 @@ def _check_plan_fits(plan: dict, dataset: Dataset) -> None:
 
 
 def prepare_samples(dataset: Dataset, plan: dict, class_values: list[int], progress: ProgressCallback | None,
-             cancel: CancelToken | None) -> list[_Sample]:
+                    cancel: CancelToken | None) -> list[_Sample]:
     """Every case preprocessed once into memory, with foreground coordinates for oversampling."""
     rng = np.random.default_rng(0)
     samples = []
