@@ -32,19 +32,11 @@ from ..errors import CancelledError, OutputError, SegToolkitError
 from ..io import LabelMap, grid_difference, write_image, write_label_map, write_text_atomic
 from ..io.atomic import atomic_output
 from ..progress import CancelToken, ProgressCallback, report, scaled
+from ..samples.demo_result import DemoResult
 from ..samples.phantom import Phantom, make_phantom
 
 log = logging.getLogger(__name__)
 SKIPPED, FAILED = "skipped", "failed"
-
-
-@dataclass
-class DemoResult:
-    """One segmentation of the phantom: the method's name, its label map (phantom grid) and run time."""
-
-    name: str
-    label_map: LabelMap
-    seconds: float
 
 
 DemoStep = Callable[[Phantom, Union[ProgressCallback, None]], list[DemoResult]]

@@ -14,7 +14,7 @@ ATLAS_SUBJECT = 1
 def demo_step(phantom, progress: ProgressCallback | None = None) -> list:
     """Phantom subject 1 (its image and labels) registered onto the demo phantom (rigid + affine,
     fast preset) and its labels propagated; label values as in ``phantom.labels``."""
-    from ...interfaces.demo import DemoResult
+    from ...samples.demo_result import DemoResult
     from ...samples.phantom import make_phantom
 
     report(progress, 0.0, "making the atlas subject")

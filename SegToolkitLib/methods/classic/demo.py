@@ -20,7 +20,7 @@ BONE_HU = 200.0
 def demo_step(phantom, progress: ProgressCallback | None = None) -> list:
     """Spleen and left kidney by region growing from the phantom's seeds, bone by thresholding above 200 HU,
     liver by a region-driven snake from one seed; label values as in ``phantom.labels``."""
-    from ...interfaces.demo import DemoResult
+    from ...samples.demo_result import DemoResult
 
     image = phantom.image
     runs = (

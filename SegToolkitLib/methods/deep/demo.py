@@ -24,7 +24,7 @@ def demo_step(phantom: Phantom, progress: ProgressCallback | None) -> list:
     """Train on phantom subjects 1-3 for a few seconds and segment liver and spleen of ``phantom``."""
     import torch
 
-    from ...interfaces.demo import DemoResult
+    from ...samples.demo_result import DemoResult
     from .dataset import load_dataset
     from .inference import predict
     from .planning import plan_dataset
