@@ -65,8 +65,9 @@ def train_model(work: Path, seconds: float) -> Path:
 
 def add_int8_network(model_dir: Path, data: Path) -> None:
     """Quantize a model trained before int8 networks existed (training adds one now), as ``segtoolkit quantize``."""
+    from SegToolkitLib.methods.deep.calibration import quantize_folder
     from SegToolkitLib.methods.deep.model_package import read_model_json
-    from SegToolkitLib.methods.deep.quantization import describe, quantization_available, quantize_folder
+    from SegToolkitLib.methods.deep.quantization import describe, quantization_available
 
     if "int8" not in read_model_json(model_dir) and quantization_available() and data.is_dir():
         print(describe(quantize_folder(model_dir, data)), flush=True)

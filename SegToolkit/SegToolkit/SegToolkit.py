@@ -10,7 +10,9 @@ stays responsive and every MRML change happens on the main thread; everything ru
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Annotated
 
 import qt
@@ -31,9 +33,9 @@ from slicer.util import VTKObservationMixin
 METHODS = ("threshold", "region growing", "snake")
 GROWING_MODES = ("connected", "confidence", "competitive")
 # mirrors SegToolkitLib.methods.atlas (not imported here: the module must load before its packages are installed)
-ATLAS_TRANSFORMS = ("rigid", "affine", "deformable", "diffeomorphic")
+ATLAS_TRANSFORMS = ("auto", "rigid", "affine", "deformable", "diffeomorphic")
 ATLAS_PRESETS = ("fast", "default", "accurate")
-FUSION_METHODS = ("majority", "staple", "weighted")
+FUSION_METHODS = ("auto", "majority", "staple", "weighted")
 DEVICES = ("auto", "cpu", "cuda")
 MODELS_FOLDER_SETTING = "SegToolkit/ModelsFolder"
 JOB_POLL_MS = 200
@@ -78,14 +80,15 @@ class SegToolkitParameterNode:
     atlasVolumes: list[vtkMRMLScalarVolumeNode]
     atlasSegmentations: list[vtkMRMLSegmentationNode]
     atlasFolder: str = ""
-    atlasTransform: Annotated[str, Choice(list(ATLAS_TRANSFORMS))] = "affine"
+    atlasTransform: Annotated[str, Choice(list(ATLAS_TRANSFORMS))] = "auto"
     atlasPreset: Annotated[str, Choice(list(ATLAS_PRESETS))] = "default"
-    atlasFusion: Annotated[str, Choice(list(FUSION_METHODS))] = "majority"
+    atlasFusion: Annotated[str, Choice(list(FUSION_METHODS))] = "auto"
     atlasMaskMargin: Annotated[float, WithinRange(0.0, 200.0)] = 0.0
     deepModel: str = ""
     deepDevice: Annotated[str, Choice(list(DEVICES))] = "auto"
     deepAccurate: bool = False
     deepLargestComponent: bool = False
+    deepClasses: str = ""
     trainVolumes: list[vtkMRMLScalarVolumeNode]
     trainSegmentations: list[vtkMRMLSegmentationNode]
     trainModelName: str = "my model"
@@ -106,6 +109,7 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onJobDone = None
         self.jobTimer = None
         self._previewSettings = None
+        self._modelInfos = {}
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -138,6 +142,9 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshModelsButton.connect("clicked(bool)", self.updateModelList)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deepApplyButton.connect("clicked(bool)", self.onApplyDeep)
+        self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.importModelPathLineEdit.connect("currentPathChanged(QString)", self.updateButtons)
         self.ui.addTrainingPairButton.connect("clicked(bool)", self.onAddTrainingPair)
         self.ui.removeTrainingPairButton.connect("clicked(bool)", self.onRemoveTrainingPair)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
@@ -204,14 +211,17 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # placing points does not modify the parameter node: an empty seeds node is reported on Apply instead
         hasSeeds = bool(params and params.seeds)
         ready = hasVolume and (hasSeeds or not needsSeeds)
-        self.ui.previewButton.enabled = ready
-        self.ui.applyButton.enabled = ready
+        idle = self.runner is None or self.runner.done
+        self.ui.previewButton.enabled = idle and ready
+        self.ui.applyButton.enabled = idle and ready
         self.ui.measureButton.enabled = bool(params and params.outputSegmentation)
         self.ui.exportCsvButton.enabled = bool(params and params.measurementTable)
-        idle = self.runner is None or self.runner.done
         hasAtlas = bool(params and (params.atlasVolumes or params.atlasFolder))
         self.ui.atlasApplyButton.enabled = idle and hasVolume and hasAtlas
-        self.ui.deepApplyButton.enabled = idle and hasVolume and self.ui.modelComboBox.count > 0
+        chosen = self.chosenModelInfo()
+        self.ui.deepApplyButton.enabled = idle and hasVolume and chosen is not None and not chosen.downloadable
+        self.ui.downloadModelButton.enabled = idle and chosen is not None and chosen.downloadable
+        self.ui.importModelButton.enabled = idle and bool(self.ui.importModelPathLineEdit.currentPath)
         self.ui.trainButton.enabled = idle and bool(params and params.trainVolumes and params.trainModelName.strip())
 
     def updateMethodGroups(self, *args) -> None:
@@ -221,17 +231,20 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.snakeGroupBox.visible = method == "snake"
 
     # ---------------------------------------------------------------------------------------- semi-automatic
-    def computeSemiAutomatic(self):
-        """The chosen method's result as a label map (not yet written)."""
+    def semiAutomaticJob(self, apply: bool = False):
+        """The chosen method as a background job (preview, or with ``apply`` the result written)."""
         p = self._parameterNode
         core = self.logic.core()
         if p.method == "threshold":
-            return core.threshold_labels(p.inputVolume, p.lowerThreshold, p.upperThreshold, name=p.resultName)
-        if p.method == "region growing":
-            return core.region_growing_labels(p.inputVolume, p.seeds, mode=p.growingMode, name=p.resultName,
-                                              multiplier=p.multiplier, competitors=p.competitorSeeds)
-        return core.snake_labels(p.inputVolume, p.seeds, iterations=p.snakeIterations, name=p.resultName,
-                                 expansion=p.snakeExpansion, smoothness=p.snakeSmoothness)
+            options = {"lower": p.lowerThreshold, "upper": p.upperThreshold}
+        elif p.method == "region growing":
+            options = {"mode": p.growingMode, "multiplier": p.multiplier, "competitors": p.competitorSeeds}
+        else:
+            options = {"iterations": p.snakeIterations, "expansion": p.snakeExpansion,
+                       "smoothness": p.snakeSmoothness}
+        seeds = p.seeds if p.method != "threshold" else None
+        return core.semi_automatic_job(p.method, p.inputVolume, seeds, name=p.resultName, apply=apply,
+                                       segmentation=p.outputSegmentation, overwrite=p.overwrite, **options)
 
     def semiAutomaticSettings(self) -> tuple:
         """What a semi-automatic result is computed from; the nodes' modification times count too, as moving a seed
@@ -245,19 +258,28 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onPreview(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Preview failed."), waitCursor=True):
             settings = self.semiAutomaticSettings()
-            self.logic.core().show_preview(self.computeSemiAutomatic(), self._parameterNode.inputVolume)
-            self._previewSettings = settings
+            self._previewSettings = None
+
+            def remember(_labelMap) -> None:
+                self._previewSettings = settings
+
+            self.startJob(self.semiAutomaticJob(), onDone=remember)
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
             p = self._parameterNode
             core = self.logic.core()
-            if not core.has_preview() or self._previewSettings != self.semiAutomaticSettings():
-                # no preview, or one computed before the method, a parameter, the volume or a seed changed
-                self._previewSettings = None
-                core.show_preview(self.computeSemiAutomatic(), p.inputVolume)
-            p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
-            core.apply_preview(p.outputSegmentation, overwrite=p.overwrite)
+            if core.has_preview() and self._previewSettings == self.semiAutomaticSettings():
+                p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
+                core.apply_preview(p.outputSegmentation, overwrite=p.overwrite)
+                return
+            # no preview, or one computed before the method, a parameter, the volume or a seed changed
+            self._previewSettings = None
+
+            def showOutput(_segmentIds) -> None:
+                p.outputSegmentation = core.last_output
+
+            self.startJob(self.semiAutomaticJob(apply=True), onDone=showOutput)
 
     # --------------------------------------------------------------------------------------- measurements
     def onMeasure(self) -> None:
@@ -265,6 +287,10 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             p.measurementTable = self.logic.core().measure(p.outputSegmentation, p.inputVolume, p.measurementTable)
             self.logic.showTable(p.measurementTable)
+            cutOff = self.logic.core().cut_off_segments(p.measurementTable)
+            if cutOff:  # the table's warning column says the same per segment
+                slicer.util.showStatusMessage(_("{names}: touches the scan's edge: the volume is a lower bound").format(
+                    names=", ".join(cutOff)), 10000)
 
     def onExportCsv(self) -> None:
         path = qt.QFileDialog.getSaveFileName(self.parent, _("Export measurements"), "measurements.csv",
@@ -335,7 +361,7 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             job = core.atlas_job(
                 p.inputVolume, list(zip(p.atlasVolumes, p.atlasSegmentations)), p.outputSegmentation,
                 folder=p.atlasFolder or None, transform=p.atlasTransform, preset=p.atlasPreset, fusion=p.atlasFusion,
-                mask_margin_mm=p.atlasMaskMargin or None, overwrite=p.overwrite)
+                mask_margin_mm=p.atlasMaskMargin or "auto", overwrite=p.overwrite)
             self.startJob(job)
 
     # ----------------------------------------------------------------------------------------------- deep
@@ -348,17 +374,25 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateModelList(self, *args) -> None:
         """Fill the model list (installed + trained here), keeping the chosen model when it is still there."""
-        from SegToolkitSlicerLib.logic import find_models
+        from SegToolkitSlicerLib.logic import find_models, store_models
 
         folders = [self.modelsFolder()] if self.modelsFolder() and os.path.isdir(self.modelsFolder()) else []
         models = find_models([*folders, *self.logic.trainedModels()])
+        try:
+            models += store_models()
+        except Exception as error:  # a damaged store must not hide the other models
+            logging.warning(f"model store: {error}")
+        self._modelInfos = {str(model.folder): model for model in models}
         chosen = self._parameterNode.deepModel if self._parameterNode else ""
         combo = self.ui.modelComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         for model in models:
-            combo.addItem(model.name, str(model.folder))
-            combo.setItemData(combo.count - 1, ", ".join(model.labels), qt.Qt.ToolTipRole)
+            title = model.name + (_(" (download)") if model.downloadable else _(" (store)") if model.store_name
+                                  else "")
+            combo.addItem(title, str(model.folder))
+            combo.setItemData(combo.count - 1, f"{len(model.labels)} classes: " + ", ".join(model.labels),
+                              qt.Qt.ToolTipRole)
         index = combo.findData(chosen)
         combo.setCurrentIndex(index if index >= 0 else 0)
         combo.blockSignals(wasBlocked)
@@ -369,6 +403,12 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.deepModel = self.ui.modelComboBox.currentData
         self.updateButtons()
 
+    def chosenModelInfo(self):
+        """The listed model chosen in the combo box (None when the list is empty)."""
+        if not self.ui.modelComboBox.count:
+            return None
+        return self._modelInfos.get(self.ui.modelComboBox.currentData)
+
     def onApplyDeep(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Deep learning segmentation failed."), waitCursor=True):
@@ -376,10 +416,41 @@ class SegToolkitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             core = self.logic.core()
             p.outputSegmentation = core.output_segmentation(p.inputVolume, p.outputSegmentation)
+            classes = [name.strip() for name in p.deepClasses.split(",") if name.strip()] or None
             job = core.predict_job(p.inputVolume, p.deepModel, p.outputSegmentation, device=p.deepDevice,
                                    tta=p.deepAccurate, largest_component=p.deepLargestComponent,
-                                   overwrite=p.overwrite)
+                                   overwrite=p.overwrite, classes=classes)
             self.startJob(job)
+
+    def onDownloadModel(self) -> None:
+        chosen = self.chosenModelInfo()
+        if chosen is None or not chosen.downloadable:
+            return
+        from SegToolkitLib.methods.deep.catalog import CATALOG
+
+        entry = CATALOG[chosen.store_name]
+        question = _("Download {name} ({size} MB)?\n\nLicence: {licence}").format(
+            name=chosen.store_name, size=sum(part["size_mb"] for part in entry["parts"]), licence=entry["licence"])
+        if not slicer.util.confirmOkCancelDisplay(question):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Download failed to start."), waitCursor=True):
+            if not self.logic.ensureDeepDependencies():
+                return
+            self.startJob(self.logic.core().download_model_job(chosen.store_name), onDone=self.onModelStored)
+
+    def onImportModel(self) -> None:
+        path = self.ui.importModelPathLineEdit.currentPath
+        with slicer.util.tryWithErrorDisplay(_("Import failed to start."), waitCursor=True):
+            if not self.logic.ensureDeepDependencies():
+                return
+            self.startJob(self.logic.core().import_model_job(path), onDone=self.onModelStored)
+
+    def onModelStored(self, folder) -> None:
+        if self._parameterNode:
+            self._parameterNode.deepModel = str(folder)
+        self.updateModelList()
+        slicer.util.infoDisplay(_("Model {name} is in the model store and selected.").format(
+            name=Path(folder).name))
 
     def onTrain(self) -> None:
         p = self._parameterNode

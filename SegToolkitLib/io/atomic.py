@@ -1,18 +1,37 @@
-"""Atomic file output: write to a temporary file next to the target, then rename over it.
+"""Atomic, verified file output: write to a temporary file next to the target, check it, then rename over it.
 
 An interrupted run (Ctrl-C, crash, full disk) therefore never leaves a truncated output behind, and an
-existing output is only replaced by a complete new one.
+existing output is only replaced by a complete new one. Before the rename the temporary file is flushed to disk
+and checked by its format (:func:`.file_checks.verify_output`): writers such as ITK and zlib drop data on a full
+disk without an error, so a broken file is caught here, once, for every writer.
+
+Temporary files are named ``.<name>.<pid>-<random>.segtoolkit-tmp<ext>``. A run killed outright (SIGKILL, power
+loss) cannot remove its own; the next write into the same folder removes those whose process is gone and which
+have not changed for a while (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
+import shutil
+import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-from ..errors import OutputError
+from ..errors import InputError, OutputError
+from .file_checks import IncompleteFileError, verify_output
+
+TEMP_MARK = "segtoolkit-tmp"
+_TEMP_PATTERN = re.compile(r"^\..*\.(\d+)-[0-9a-f]{8}\." + TEMP_MARK + r"[\w.]*$")
+# A temporary whose process is gone is stale once untouched this long; one of a live process (or of another
+# machine sharing the folder, where the pid means nothing) only after a day.
+STALE_DEAD_SECONDS = 60.0
+STALE_ANY_SECONDS = 24 * 3600.0
+NAME_MAX_DEFAULT = 255
 
 
 def compound_suffix(path: Path | str) -> str:
@@ -24,13 +43,31 @@ def compound_suffix(path: Path | str) -> str:
     return Path(name).suffix
 
 
+def check_path_text(path: Path | str, role: str = "path") -> Path:
+    """Raise :class:`InputError` when ``path`` is not valid UTF-8 text (ITK aborts the process on such names)."""
+    try:
+        os.fsdecode(os.fsencode(path)).encode("utf-8")
+    except UnicodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"{shown}: {role} is not valid UTF-8 text; rename the file or folder") from None
+    return Path(path)
+
+
 def check_output_path(path: Path | str, inputs: Sequence[Path | str] = ()) -> Path:
-    """Check that ``path`` can be written: its folder exists and it is not one of the ``inputs``."""
-    path = Path(path)
+    """Check that ``path`` can be written: its folder exists and is writable, and it is not one of ``inputs``."""
+    path = check_path_text(path, "output path")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for the output")
-    if not path.parent.exists() and str(path.parent) not in ("", "."):
-        raise OutputError(f"{path}: output folder {path.parent} does not exist; create it first")
+    folder = path.parent
+    if str(folder) not in ("", "."):
+        blocker = _file_in_the_way(folder)
+        if blocker is not None:
+            raise OutputError(f"{path}: {blocker} is a file, not a folder; choose another output path")
+        if not folder.exists():
+            raise OutputError(f"{path}: output folder {folder} does not exist; create it first")
+    if not os.access(folder if str(folder) else ".", os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output folder {folder if str(folder) else '.'} is not writable; choose "
+                          "another folder or change its permissions")
     for source in inputs:
         with contextlib.suppress(OSError):
             if Path(source).resolve() == path.resolve():
@@ -38,27 +75,173 @@ def check_output_path(path: Path | str, inputs: Sequence[Path | str] = ()) -> Pa
     return path
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path with the same extension as ``path``; rename it onto ``path`` on success.
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first existing non-folder among ``folder`` and its parents (an output 'under a file')."""
+    for candidate in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            if candidate.exists():
+                return None if candidate.is_dir() else candidate
+    return None
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    check_output_path(path)
+
+def temporary_path(path: Path) -> Path:
+    """A new temporary name beside ``path``, keeping its extension, short enough for the file system."""
     suffix = compound_suffix(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
-                                        dir=str(path.parent) if str(path.parent) else ".")
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tag = f".{os.getpid()}-{secrets.token_hex(4)}.{TEMP_MARK}{suffix}"
+    limit = _name_max(path.parent)
+    stem = path.name
+    while len(os.fsencode("." + stem + tag)) > limit and stem:
+        stem = stem[:-1]
+    return path.parent / f".{stem}{tag}"
+
+
+def _name_max(folder: Path) -> int:
+    pathconf = getattr(os, "pathconf", None)  # not on Windows (255 characters there)
     try:
-        yield tmp
-        # mkstemp creates 0600 files; give the output the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
+        return int(pathconf(folder if str(folder) else ".", "PC_NAME_MAX")) if pathconf else NAME_MAX_DEFAULT
+    except (OSError, ValueError):
+        return NAME_MAX_DEFAULT
+
+
+def is_our_temporary(name: str) -> bool:
+    """Whether a file name follows this module's temporary naming."""
+    return bool(_TEMP_PATTERN.match(name))
+
+
+def remove_stale_temporaries(folder: Path | str, now: float | None = None) -> list[Path]:
+    """Remove temporaries (files or folders named by :func:`temporary_path`) left in ``folder`` by runs that
+    were killed; only ours, and only when their process is gone (or after a day). Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_PATTERN.match(entry.name) if entry.name.startswith(".") else None
+        if not match:
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        alive = _process_alive(int(match.group(1)))
+        if age > STALE_ANY_SECONDS or (not alive and age > STALE_DEAD_SECONDS):
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+_CLEANED: set[str] = set()
+
+
+def _clean_once(folder: Path) -> None:
+    """Remove stale temporaries from ``folder`` the first time this process writes there (a batch writing
+    thousands of outputs into one folder scans it once)."""
+    key = os.path.abspath(folder)
+    if key not in _CLEANED:
+        _CLEANED.add(key)
+        remove_stale_temporaries(folder)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill would end the process: rely on the age alone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary path with the same extension as ``path``; on success flush it to disk, check it is
+    complete (``verify``, default: by the file format) and rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched; a file that is not complete
+    (full disk, quota) raises :class:`OutputError`.
+    """
+    path = check_output_path(path)
+    _clean_once(path.parent if str(path.parent) else Path("."))
+    tmp = temporary_path(path)
+    try:
+        with describe_os_errors(path):
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            yield tmp
+            with describe_os_errors(path):
+                _flush_to_disk(tmp)
+                _verify(tmp, path, verify)
+                # new files: the permissions a plain open() would give (our temporary was private while written)
+                os.chmod(tmp, 0o666 & ~_current_umask())
+                os.replace(tmp, path)
+        except OSError as error:
+            raise OutputError(describe_os_error(path, error)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             tmp.unlink()
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync the written file: delayed allocation reports a full disk or quota only here."""
+    handle = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows flushes only writable handles
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _verify(tmp: Path, path: Path, verify: Callable[[Path], None] | None) -> None:
+    try:
+        (verify or (lambda written: verify_output(written, compound_suffix(path))))(tmp)
+    except IncompleteFileError as problem:
+        raise OutputError(f"{path}: the written file is incomplete ({problem}); {_space_hint(path.parent)}; "
+                          "nothing was saved") from None
+
+
+def write_failed(path: Path | str, detail: str) -> OutputError:
+    """The error for a writer (ITK, a library) that gave up on ``path``: its reason and the free space there."""
+    path = Path(path)
+    return OutputError(f"{path}: cannot write ({detail}); {_space_hint(path.parent)}; nothing was saved")
+
+
+def _space_hint(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder if str(folder) else ".").free
+    except OSError:
+        return "the disk may be full or over quota"
+    return f"the disk may be full or over quota ({free / 1e6:.1f} MB free there)"
+
+
+@contextlib.contextmanager
+def describe_os_errors(path: Path | str) -> Iterator[None]:
+    """Turn an :class:`OSError` while writing ``path`` into a one-line :class:`OutputError`."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(describe_os_error(Path(path), error)) from None
+
+
+def describe_os_error(path: Path, error: OSError) -> str:
+    """One line on why ``path`` could not be written, with what to do."""
+    advice = {
+        errno.ENOSPC: "the disk is full; free space and run again",
+        errno.EDQUOT: "the disk quota is exceeded; free space and run again",
+        errno.EACCES: "permission denied; choose another folder or change its permissions",
+        errno.EPERM: "permission denied; choose another folder or change its permissions",
+        errno.EROFS: "the file system is read-only; choose another folder",
+        errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "a folder of that name exists; choose another name",
+    }.get(error.errno or 0, f"{error.strerror or error}")
+    return f"{path}: cannot write ({advice}); nothing was saved"
 
 
 def _current_umask() -> int:
@@ -68,7 +251,13 @@ def _current_umask() -> int:
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:
-    """Write a text file atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """Write a text file atomically; the bytes on disk are read back and compared before the rename."""
+    data = text.encode("utf-8")
+
+    def same_bytes(written: Path) -> None:
+        if written.read_bytes() != data:
+            raise IncompleteFileError(f"{written.stat().st_size} of {len(data)} bytes")
+
+    with atomic_output(path, verify=same_bytes) as tmp:
+        tmp.write_bytes(data)
     return Path(path)

@@ -1,17 +1,14 @@
 """Reading and writing images as ``SimpleITK.Image`` with their full geometry.
 
-Supported inputs: NIfTI (.nii, .nii.gz), NRRD/NHDR, MetaImage (.mha/.mhd), a folder holding a DICOM series,
-Slicer's ``.seg.nrrd`` segmentations (see :mod:`.segmentation_file`) and 2D images (PNG, JPEG, TIFF, BMP,
-2D NIfTI). Outputs: NIfTI, NRRD, MetaImage and ``.seg.nrrd``. Every write is atomic.
+Supported inputs: NIfTI (.nii, .nii.gz), NRRD/NHDR, MetaImage (.mha/.mhd), a folder holding a DICOM series
+(:mod:`.dicom_series`), DICOM SEG and RTSTRUCT files (:mod:`.dicom_seg`, :mod:`.rtstruct`), Slicer's ``.seg.nrrd``
+segmentations (see :mod:`.segmentation_file`) and 2D images (PNG, JPEG, TIFF, BMP, 2D NIfTI). Outputs: NIfTI, NRRD,
+MetaImage, ``.seg.nrrd``, DICOM SEG and RTSTRUCT. Every write is atomic.
 """
 
 from __future__ import annotations
 
-import gzip
-import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +16,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, OutputError
-from .atomic import atomic_output, check_output_path, compound_suffix
+from .atomic import atomic_output, check_output_path, check_path_text, compound_suffix, write_failed
+from .dicom_series import read_dicom_series
+from .file_checks import check_finite_voxels, check_geometry, check_image_file, scan_nifti
+from .label_map import LabelMap, as_label_image, label_values, merge_tables
 from .labels import LabelTable
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -29,25 +29,13 @@ READ_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES + (SEGMENTATION_SUFFIX,)
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", SEGMENTATION_SUFFIX)
 
 
-@dataclass
-class LabelMap:
-    """A label map (integer image, 0 = background) and the names and colours of its labels."""
-
-    image: sitk.Image
-    labels: LabelTable
-
-    def present_values(self) -> list[int]:
-        """Label values (> 0) that occur in the image."""
-        return label_values(self.image)
-
-
 def read_image(path: Path | str, series_uid: str | None = None) -> sitk.Image:
     """Read any supported image file, or the DICOM series in a folder, keeping its geometry.
 
     For a DICOM folder with several series the one with the most slices is read unless ``series_uid`` picks
     one; slices are ordered by their position along the slice normal.
     """
-    path = Path(path)
+    path = check_path_text(path, "input path")
     if path.is_dir():
         return read_dicom_series(path, series_uid)
     if not path.exists():
@@ -57,12 +45,19 @@ def read_image(path: Path | str, series_uid: str | None = None) -> sitk.Image:
         from .segmentation_file import read_segmentation
 
         return read_segmentation(path).image
+    if suffix == ".dcm" and _dicom_object_kind(path):
+        return read_label_map(path).image
     if suffix not in READ_SUFFIXES and suffix != ".dcm":
         raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'}; "
                          f"use one of {', '.join(READ_SUFFIXES)} or a DICOM folder")
+    if suffix in VOLUME_SUFFIXES:
+        check_image_file(path)
     image = _read_nifti(path) if suffix in (".nii", ".nii.gz") else _read_with_itk(path)
     if suffix in PICTURE_SUFFIXES:
         image = _picture_to_scalar(image)
+    check_geometry(image, str(path))
+    if suffix not in (".nii", ".nii.gz"):  # NIfTI voxels were checked in the file (ITK turns NaN into 0)
+        check_finite_voxels(image, str(path))
     return image
 
 
@@ -87,40 +82,25 @@ def check_scalar(image: sitk.Image, name: str, dimensions: Sequence[int] = (2, 3
                          "image is needed (split 4D series into single volumes first)")
 
 
-def read_dicom_series(folder: Path | str, series_uid: str | None = None) -> sitk.Image:
-    """Read one DICOM series from ``folder`` (the largest one, or the one with ``series_uid``)."""
-    folder = Path(folder)
-    reader = sitk.ImageSeriesReader()
-    series_ids = list(reader.GetGDCMSeriesIDs(str(folder)) or ())
-    if not series_ids:
-        raise InputError(f"{folder}: folder holds no DICOM series")
-    if series_uid is not None:
-        if series_uid not in series_ids:
-            raise InputError(f"{folder}: no DICOM series with SeriesInstanceUID {series_uid}; "
-                             f"found {', '.join(series_ids)}")
-        chosen = series_uid
-    else:
-        chosen = max(series_ids, key=lambda uid: len(reader.GetGDCMSeriesFileNames(str(folder), uid)))
-    files = reader.GetGDCMSeriesFileNames(str(folder), chosen)  # sorted by image position
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise InputError(f"{folder}: cannot read DICOM series {chosen} ({_first_line(error)})") from None
+def read_label_map(path: Path | str, labels: LabelTable | None = None,
+                   reference: sitk.Image | None = None) -> LabelMap:
+    """Read a label map (any image format, ``.seg.nrrd``, DICOM SEG or RTSTRUCT) of non-negative integers.
 
-
-def read_label_map(path: Path | str, labels: LabelTable | None = None) -> LabelMap:
-    """Read a label map (any image format or ``.seg.nrrd``) and check it holds non-negative integers.
-
-    Names come from the ``.seg.nrrd`` header when there is one, else from ``labels``, else defaults.
+    Names come from the ``.seg.nrrd`` or DICOM header when there is one, else from ``labels``, else defaults.
+    A DICOM SEG is placed on ``reference``'s grid by its frame positions (on its frames' own grid without one);
+    an RTSTRUCT needs ``reference``. Overlapping segments raise :class:`InputError` (see :func:`read_label_layers`).
     """
     path = Path(path)
+    kind = _dicom_object_kind(path) if compound_suffix(path) == ".dcm" else None
+    if kind:
+        label_map = _read_dicom_label_map(path, kind, reference)
+        return LabelMap(label_map.image, merge_tables(label_map.labels, labels)) if labels else label_map
     if compound_suffix(path) == SEGMENTATION_SUFFIX and path.is_file():
         from .segmentation_file import read_segmentation
 
         label_map = read_segmentation(path)
         if labels is not None:
-            label_map = LabelMap(label_map.image, _merge_tables(label_map.labels, labels))
+            label_map = LabelMap(label_map.image, merge_tables(label_map.labels, labels))
         return label_map
     image = read_image(path)
     check_scalar(image, str(path))
@@ -129,25 +109,63 @@ def read_label_map(path: Path | str, labels: LabelTable | None = None) -> LabelM
     return LabelMap(image, table)
 
 
-def as_label_image(image: sitk.Image, name: str) -> sitk.Image:
-    """Check ``image`` holds non-negative integers and return it with an unsigned integer pixel type."""
-    array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise InputError(f"{name}: label map has non-integer values; give a label map with whole-number "
-                             "labels (0 = background), not a probability or intensity image")
-    if array.size and array.min() < 0:
-        raise InputError(f"{name}: label map has negative values (minimum {array.min():g}); labels must be "
-                         "0 (background) or positive integers")
-    maximum = int(array.max()) if array.size else 0
-    pixel_type = sitk.sitkUInt8 if maximum < 256 else sitk.sitkUInt16 if maximum < 65536 else sitk.sitkUInt32
-    return sitk.Cast(image, pixel_type) if image.GetPixelID() != pixel_type else image
+def read_label_layers(path: Path | str, labels: LabelTable | None = None,
+                      reference: sitk.Image | None = None) -> list[LabelMap]:
+    """Read a label map as layers: one per layer of a multi-layer ``.seg.nrrd`` or of a DICOM SEG with
+    overlapping segments (segments within a layer never overlap); ``[read_label_map(...)]`` for other files."""
+    path = Path(path)
+    suffix = compound_suffix(path)
+    if suffix == SEGMENTATION_SUFFIX and path.is_file():
+        from .segmentation_file import read_segmentation_layers
+
+        layers = read_segmentation_layers(path)
+    elif suffix == ".dcm" and _dicom_object_kind(path) == "SEG":
+        from .dicom_seg import read_dicom_seg_layers
+
+        layers = read_dicom_seg_layers(path, reference)
+    else:
+        return [read_label_map(path, labels, reference)]
+    return [LabelMap(layer.image, merge_tables(layer.labels, labels)) if labels else layer for layer in layers]
 
 
-def label_values(image: sitk.Image) -> list[int]:
-    """Sorted label values > 0 present in an integer image."""
-    values = np.unique(sitk.GetArrayViewFromImage(image))
-    return [int(v) for v in values if v > 0]
+def read_mask(path: Path | str, reference: sitk.Image) -> sitk.Image:
+    """Read a mask or seed label image meant for ``reference``: a DICOM SEG or RTSTRUCT is placed on its grid."""
+    path = Path(path)
+    if compound_suffix(path) == ".dcm" and _dicom_object_kind(path):
+        return read_label_map(path, reference=reference).image
+    return read_image(path)
+
+
+def is_dicom_label_file(path: Path | str) -> bool:
+    """True for a DICOM SEG or RTSTRUCT file (label maps whose grid comes from the image they are placed on)."""
+    return compound_suffix(path) == ".dcm" and _dicom_object_kind(Path(path)) is not None
+
+
+def _dicom_object_kind(path: Path) -> str | None:
+    """'SEG' or 'RTSTRUCT' for those DICOM objects, None for DICOM images; other objects raise."""
+    from .dicom_seg import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, SR_SOP_CLASSES, dicom_sop_class
+
+    sop_class = dicom_sop_class(path)
+    if sop_class in SEG_SOP_CLASSES:
+        return "SEG"
+    if sop_class == RTSTRUCT_SOP_CLASS:
+        return "RTSTRUCT"
+    if sop_class in SR_SOP_CLASSES:
+        raise InputError(f"{path}: is a DICOM structured report, not an image or segmentation")
+    return None
+
+
+def _read_dicom_label_map(path: Path, kind: str, reference: sitk.Image | None) -> LabelMap:
+    if kind == "SEG":
+        from .dicom_seg import read_dicom_seg
+
+        return read_dicom_seg(path, reference)
+    from .rtstruct import read_rtstruct
+
+    if reference is None:
+        raise InputError(f"{path}: an RTSTRUCT holds contours, not voxels; it can only be read onto an image's grid "
+                         "(give the image it was drawn on, e.g. --image) or converted with Slicer first")
+    return read_rtstruct(path, reference)
 
 
 def write_image(image: sitk.Image, path: Path | str, compress: bool = True) -> Path:
@@ -163,13 +181,29 @@ def write_image(image: sitk.Image, path: Path | str, compress: bool = True) -> P
         try:
             sitk.WriteImage(image, str(tmp), useCompression=compress)
         except RuntimeError as error:
-            raise OutputError(f"{path}: cannot write image ({_first_line(error)})") from None
+            raise write_failed(path, f"image writer: {_first_line(error)}") from None
     return path
 
 
-def write_label_map(label_map: LabelMap, path: Path | str) -> Path:
-    """Write a label map; ``.seg.nrrd`` keeps names and colours in Slicer's segmentation header."""
+def write_label_map(label_map: LabelMap | list[LabelMap], path: Path | str, dicom=None) -> Path:
+    """Write a label map; ``.seg.nrrd`` keeps names and colours in Slicer's segmentation header.
+
+    ``.dcm`` writes a DICOM SEG (``.rtstruct.dcm`` an RTSTRUCT) of the series named by ``dicom``
+    (a :class:`~.dicom_seg.DicomOutput`). Overlapping layers (a list) can only be written as DICOM SEG.
+    """
     path = Path(path)
+    if compound_suffix(path) == ".dcm":
+        from .dicom_seg import DicomOutput, write_dicom_seg
+        from .rtstruct import is_rtstruct_name, write_rtstruct
+
+        options = dicom or DicomOutput()
+        if is_rtstruct_name(path):
+            return write_rtstruct(label_map, path, options)
+        return write_dicom_seg(label_map, path, options)
+    if isinstance(label_map, list):
+        if len(label_map) > 1:
+            raise OutputError(f"{path}: the segments overlap; only a DICOM SEG (.dcm) keeps overlapping segments")
+        label_map = label_map[0]
     if compound_suffix(path) == SEGMENTATION_SUFFIX:
         from .segmentation_file import write_segmentation
 
@@ -216,9 +250,9 @@ def _read_with_itk(path: Path) -> sitk.Image:
 
 
 def _read_nifti(path: Path) -> sitk.Image:
-    """A NIfTI file read by ITK, checked whole: ITK's reader zero-fills truncated files and reads corrupt gzip
-    data without a word. The check decompresses the file once more, so it runs in a second thread while ITK
-    reads (both release the GIL); its error, when there is one, says more than ITK's."""
+    """A NIfTI file read by ITK, checked whole: ITK's reader zero-fills truncated files, reads corrupt gzip
+    data without a word and turns NaN voxels into 0. The check decompresses the file once more, so it runs in a
+    second thread while ITK reads (both release the GIL); its error, when there is one, says more than ITK's."""
     with ThreadPoolExecutor(1) as pool:
         complete = pool.submit(check_nifti_complete, path)
         try:
@@ -229,46 +263,8 @@ def _read_nifti(path: Path) -> sitk.Image:
 
 
 def check_nifti_complete(path: Path) -> None:
-    """Raise :class:`InputError` when a NIfTI file holds fewer bytes than its header promises."""
-    compressed = compound_suffix(path) == ".nii.gz"
-    try:
-        with (gzip.open if compressed else open)(path, "rb") as stream:
-            header = stream.read(540)
-            expected = _nifti_expected_bytes(header, path)
-            # a gzip stream must be decompressed to know its length (and to check its CRC)
-            available = len(header) + _count_remaining_bytes(stream) if compressed else path.stat().st_size
-    except (OSError, EOFError, zlib.error) as error:
-        raise InputError(f"{path}: file is damaged or incomplete ({error}); download or export it again") from None
-    if available < expected:
-        raise InputError(f"{path}: file is incomplete ({available} of {expected} bytes); it was probably cut off "
-                         "while copying or downloading")
-
-
-def _nifti_expected_bytes(header: bytes, path: Path) -> int:
-    """Header size + voxel data size promised by a NIfTI-1 or NIfTI-2 header (either byte order)."""
-    for order in ("<", ">"):
-        (size,) = struct.unpack(order + "i", header[:4]) if len(header) >= 4 else (0,)
-        if size == 348 and len(header) >= 112:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = struct.unpack(order + "f", header[108:112])[0]
-            break
-        if size == 540 and len(header) >= 540:
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            dims = struct.unpack(order + "8q", header[16:80])
-            offset = struct.unpack(order + "q", header[168:176])[0]
-            break
-    else:
-        raise InputError(f"{path}: not a NIfTI file (no valid header); check the file type")
-    voxels = int(np.prod([max(int(d), 1) for d in dims[1:1 + max(0, min(int(dims[0]), 7))]]))
-    return int(max(offset, size)) + voxels * max(int(bitpix), 8) // 8
-
-
-def _count_remaining_bytes(stream) -> int:
-    total = 0
-    while chunk := stream.read(1 << 22):
-        total += len(chunk)
-    return total
+    """Raise :class:`InputError` when a NIfTI file holds fewer bytes than its header promises, or NaN voxels."""
+    scan_nifti(path, compound_suffix(path) == ".nii.gz")
 
 
 def _picture_to_scalar(image: sitk.Image) -> sitk.Image:
@@ -292,8 +288,3 @@ def _first_line(error: Exception) -> str:
 def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
-
-def _merge_tables(primary: LabelTable, fallback: LabelTable) -> LabelTable:
-    merged = LabelTable(dict(fallback.labels))
-    merged.labels.update(primary.labels)
-    return merged

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import InputError
-from .json_files import read_json
+from .json_files import interpreting, read_json, require
 
 Color = tuple[float, float, float]
 
@@ -76,6 +76,15 @@ class LabelTable:
         self.labels[value] = label
         return label
 
+    def add_unique(self, value: int, name: str | None = None, color: Color | None = None,
+                   source: str = "label table") -> Label:
+        """Add a label whose value must not be in the table yet (:class:`InputError` naming both entries)."""
+        if int(value) in self.labels:
+            first = self.labels[int(value)].name
+            raise InputError(f"{source}: label value {int(value)} is given to both {first!r} and {name!r}; give each "
+                             "segment its own value")
+        return self.add(value, name, color)
+
     def covering(self, values: Iterable[int]) -> LabelTable:
         """A copy that also names every value in ``values`` (unknown values get defaults)."""
         table = LabelTable(dict(self.labels))
@@ -96,14 +105,17 @@ class LabelTable:
 
     @classmethod
     def from_mapping(cls, data: Mapping, source: str = "label table") -> LabelTable:
-        """Parse any of the spellings listed in the module docstring."""
-        if isinstance(data.get("labels"), Mapping):
-            data = data["labels"]
-        table = cls()
-        for key, entry in data.items():
-            value, name, color = _parse_entry(key, entry, source)
-            if value > 0:
-                table.add(value, name, color)
+        """Parse any of the spellings listed in the module docstring; a label value given twice is an error (the
+        voxels of both entries would carry one name, the wrong one for the other)."""
+        with interpreting(source, "label table", "see the accepted forms in 'segtoolkit --help' of the command"):
+            require(isinstance(data, Mapping), "expected a JSON object mapping label values to names")
+            if isinstance(data.get("labels"), Mapping):
+                data = data["labels"]
+            table = cls()
+            for key, entry in data.items():
+                value, name, color = _parse_entry(key, entry, source)
+                if value > 0:
+                    table.add_unique(value, name, color, source)
         return table
 
     @classmethod
@@ -112,10 +124,7 @@ class LabelTable:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: label names file not found")
-        data = read_json(path)
-        if not isinstance(data, Mapping):
-            raise InputError(f"{path}: expected a JSON object mapping label values to names")
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(read_json(path), str(path))
 
 
 def _parse_entry(key: str, entry: object, source: str) -> tuple[int, str, Color | None]:
@@ -131,13 +140,18 @@ def _parse_entry(key: str, entry: object, source: str) -> tuple[int, str, Color 
         name, value_text = str(entry), key
     if not _is_int(value_text):
         raise InputError(f"{source}: label value {value_text!r} is not an integer")
-    if color is not None and (len(color) != 3 or not all(0 <= float(c) <= 1 for c in color)):
-        raise InputError(f"{source}: colour of label {name!r} must be three numbers in 0..1")
+    if color is not None and (not isinstance(color, (list, tuple)) or len(color) != 3
+                              or not all(_is_unit_number(c) for c in color)):
+        raise InputError(f"{source}: colour of label {name!r} must be three numbers in 0..1, like [0.8, 0.4, 0.3]")
     return int(float(value_text)), name, tuple(float(c) for c in color) if color else None
+
+
+def _is_unit_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def _is_int(text: object) -> bool:
     try:
         return float(text) == int(float(text))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False

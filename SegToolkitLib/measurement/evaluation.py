@@ -10,6 +10,12 @@ and the behaviour when a label is empty in one or both label maps.
   full geometry (spacing and direction), found with a k-d tree.
 * HD95 = max(95th percentile of prediction->reference distances, 95th percentile of reference->prediction).
 * ASSD = mean of the prediction->reference and reference->prediction distances taken together.
+* Volume differences are signed: prediction minus reference (positive: the prediction is larger).
+* 2D label maps report areas (mm²) instead of volumes (:data:`COLUMNS_2D`).
+* ``region`` restricts scoring to a part of the grid (a mask, or the annotated slices of a sparse reference):
+  voxels outside it count in neither map.
+* A label that touches the image's outer faces in either map gets the ``warning``
+  :data:`~.boundary.CUT_OFF_WARNING` (its volume is a lower bound).
 """
 
 from __future__ import annotations
@@ -26,30 +32,53 @@ from ..geometry import index_to_physical_matrix
 from ..io import LabelMap, grid_difference
 from ..io.images import as_label_image
 from ..progress import CancelToken, ProgressCallback, report
+from .boundary import CUT_OFF_WARNING, labels_touching_edge
 
 COLUMNS = (
     "label", "name", "status", "dice", "jaccard", "hd95_mm", "assd_mm", "volume_prediction_ml",
-    "volume_reference_ml", "volume_difference_ml", "relative_volume_difference_pct",
+    "volume_reference_ml", "volume_difference_ml", "relative_volume_difference_pct", "warning",
+)
+COLUMNS_2D = (
+    "label", "name", "status", "dice", "jaccard", "hd95_mm", "assd_mm", "area_prediction_mm2",
+    "area_reference_mm2", "area_difference_mm2", "relative_area_difference_pct", "warning",
 )
 # Status of one label row (see docs/measurements.md).
 OK, BOTH_EMPTY, PREDICTION_EMPTY, REFERENCE_EMPTY, MEAN = (
     "ok", "both_empty", "prediction_empty", "reference_empty", "mean")
-_MEAN_COLUMNS = ("dice", "jaccard", "hd95_mm", "assd_mm", "volume_difference_ml")
+_MEAN_COLUMNS = ("dice", "jaccard", "hd95_mm", "assd_mm", "volume_difference_ml", "relative_volume_difference_pct")
+_TO_2D = dict(zip(COLUMNS, COLUMNS_2D))
+
+
+def columns_for(dimension: int) -> tuple[str, ...]:
+    """The columns of :func:`compare`'s rows for label maps of ``dimension`` (areas in 2D, volumes in 3D)."""
+    return COLUMNS_2D if dimension == 2 else COLUMNS
 
 
 def compare(prediction: LabelMap, reference: LabelMap, resample: bool = False, labels: Iterable[int] | None = None,
             mean: bool = True, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> list[dict]:
+            cancel: CancelToken | None = None, region: np.ndarray | None = None) -> list[dict]:
     """Per-label Dice, Jaccard, HD95, ASSD and volume differences of ``prediction`` against ``reference``.
 
     ``labels`` selects label values (default: every value present in either map or named in either table).
     Label maps on different grids raise :class:`InputError` unless ``resample`` is set, in which case the
     prediction is resampled onto the reference grid with nearest-neighbour interpolation. With ``mean`` a last
-    row (``status: "mean"``) averages the labels that are not empty in both maps.
+    row (``status: "mean"``) averages the labels present in the reference (labels only in the prediction are
+    reported but not averaged as Dice 0). ``region`` (bool array, z, y, x, on the reference grid) restricts the
+    scoring to its voxels.
     """
     predicted = _on_reference_grid(prediction.image, reference.image, resample)
     predicted_array = sitk.GetArrayViewFromImage(predicted)
     reference_array = sitk.GetArrayViewFromImage(reference.image)
+    cut_off = set(labels_touching_edge(predicted)) | set(labels_touching_edge(reference.image))
+    if region is not None:
+        region = np.asarray(region, dtype=bool)
+        if region.shape != reference_array.shape:
+            raise InputError(f"scoring region of shape {region.shape} does not fit the reference grid "
+                             f"{reference_array.shape}")
+        if not region.any():
+            raise InputError("scoring region: is empty; nothing would be compared")
+        predicted_array = np.where(region, predicted_array, 0)
+        reference_array = np.where(region, reference_array, 0)
     values = sorted({int(v) for v in labels if int(v) > 0} if labels is not None else
                     set(_present(predicted_array)) | set(_present(reference_array))
                     | set(prediction.labels.values()) | set(reference.labels.values()))
@@ -69,11 +98,24 @@ def compare(prediction: LabelMap, reference: LabelMap, resample: bool = False, l
         else:
             row.update(label_agreement(np.asarray(predicted_array[box]) == value,
                                        np.asarray(reference_array[box]) == value, to_mm, voxel_ml))
+        row["warning"] = CUT_OFF_WARNING if value in cut_off and row["status"] != BOTH_EMPTY else None
         rows.append({column: row.get(column) for column in COLUMNS})
     report(progress, 1.0, "compared", cancel)
     if mean and rows:
         rows.append(mean_row(rows))
+    if reference.image.GetDimension() == 2:
+        rows = [_as_areas(row) for row in rows]
     return rows
+
+
+def _as_areas(row: dict) -> dict:
+    """A row of a 2D comparison: volumes in mL become areas in mm² (1 mL of a 2D map is 1000 mm²)."""
+    result = {}
+    for column, value in row.items():
+        if column in ("volume_prediction_ml", "volume_reference_ml", "volume_difference_ml") and value is not None:
+            value = value * 1000.0
+        result[_TO_2D.get(column, column)] = value
+    return result
 
 
 def label_agreement(predicted: np.ndarray, reference: np.ndarray, to_mm: np.ndarray, voxel_ml: float) -> dict:
@@ -108,10 +150,12 @@ def surface_distances(predicted: np.ndarray, reference: np.ndarray,
 
 
 def mean_row(rows: list[dict]) -> dict:
-    """Average of the label rows that are not empty in both maps (each metric over the rows that define it)."""
-    counted = [row for row in rows if row["status"] not in (BOTH_EMPTY, MEAN)]
+    """Average of the label rows present in the reference (each metric over the rows that define it); labels absent
+    from the reference are not counted as Dice 0."""
+    counted = [row for row in rows if row["status"] not in (BOTH_EMPTY, REFERENCE_EMPTY, MEAN)]
     mean = {column: None for column in COLUMNS}
-    mean.update({"label": "mean", "name": f"mean of {len(counted)} labels", "status": MEAN})
+    mean.update({"label": "mean", "name": f"mean of {len(counted)} label{'' if len(counted) == 1 else 's'}",
+                 "status": MEAN})
     for column in _MEAN_COLUMNS:
         defined = [row[column] for row in counted if row[column] is not None]
         mean[column] = float(np.mean(defined)) if defined else None
@@ -140,7 +184,7 @@ def _volume_fields(volume_predicted: float, volume_reference: float) -> dict:
     return {
         "volume_prediction_ml": volume_predicted,
         "volume_reference_ml": volume_reference,
-        "volume_difference_ml": abs(volume_predicted - volume_reference),
+        "volume_difference_ml": volume_predicted - volume_reference,
         "relative_volume_difference_pct": 100.0 * (volume_predicted - volume_reference) / volume_reference
         if volume_reference > 0 else None,
     }

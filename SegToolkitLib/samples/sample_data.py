@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_output
 from ..progress import CancelToken, ProgressCallback, report
 
 CACHE_ENV = "SEGTOOLKIT_CACHE"
@@ -104,18 +104,38 @@ def is_cached(name: str, registry: Mapping[str, SampleDataset] | None = None) ->
 def fetch(name: str, registry: Mapping[str, SampleDataset] | None = None,
           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           timeout_s: float = 60.0) -> Path:
-    """The cached file of ``name``, downloading and verifying it first when it is not cached yet."""
+    """The cached file of ``name``, downloading and verifying it first when it is not cached yet.
+
+    A cached file is checked against its checksum every time it is served: one damaged on disk (or edited) is
+    removed and downloaded again."""
     entry = get_entry(name, registry)
     target = cached_path(name, registry)
     if target.is_file():
-        report(progress, 1.0, f"{name}: cached")
-        return target
+        if _cached_copy_intact(entry, target, progress, cancel):
+            report(progress, 1.0, f"{name}: cached")
+            return target
     with _staging_file(target) as tmp:
         digest = _download(entry, tmp, progress, cancel, timeout_s)
         _check_digest(entry, digest, f"the download of {name} from {entry.url}",
                       "the download was damaged or the file changed upstream; nothing was saved")
-        os.replace(tmp, target)
     return target
+
+
+def _cached_copy_intact(entry: SampleDataset, target: Path, progress: ProgressCallback | None,
+                        cancel: CancelToken | None) -> bool:
+    """Whether the cached file still has its published checksum; a damaged copy is removed."""
+    hasher = _hasher(entry)
+    total = max(target.stat().st_size, 1)
+    with target.open("rb") as source:
+        for done, chunk in enumerate(iter(lambda: source.read(CHUNK_BYTES), b""), start=1):
+            hasher.update(chunk)
+            report(progress, min(1.0, done * CHUNK_BYTES / total), f"{entry.name}: checking the cached copy",
+                   cancel)
+    algorithm, _, expected = entry.checksum.partition(":")
+    if hasher.hexdigest().lower() == expected.lower():
+        return True
+    target.unlink()
+    return False
 
 
 def import_file(name: str, path: Path | str, registry: Mapping[str, SampleDataset] | None = None,
@@ -136,7 +156,6 @@ def import_file(name: str, path: Path | str, registry: Mapping[str, SampleDatase
                 report(progress, sink.tell() / total, f"importing {name}")
         _check_digest(entry, hasher.hexdigest(), str(path),
                       f"it is not the published {entry.file_name}; download it again from {entry.url}")
-        os.replace(tmp, target)
     return target
 
 
@@ -165,20 +184,16 @@ def _check_digest(entry: SampleDataset, digest: str, what: str, advice: str) -> 
 
 @contextlib.contextmanager
 def _staging_file(target: Path):
-    """A temporary file beside ``target`` (creating the cache folders); removed unless it was renamed."""
+    """A temporary file beside ``target`` (creating the cache folders), renamed onto ``target`` when the block
+    ends without an error; temporaries of killed runs are cleaned up (see :func:`..io.atomic.atomic_output`)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{target.parent}: cannot create the sample-data cache folder ({error.strerror}); "
                           f"set {CACHE_ENV} to a writable folder") from None
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
+    # the checksum, checked inside the block on the bytes as they were written, is the verification
+    with atomic_output(target, verify=lambda written: None) as tmp:
         yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _download(entry: SampleDataset, tmp: Path, progress: ProgressCallback | None, cancel: CancelToken | None,

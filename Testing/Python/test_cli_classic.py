@@ -76,6 +76,8 @@ def test_snake_command_2d(tmp_path):
     (["threshold", "{image}", "--lower", "10", "--upper", "5"], "above upper"),
     (["grow", "{image}", "--seed=1:{seed}"], "competitive"),
     (["snake", "{image}", "--seed", "900,900,900"], "outside the image"),
+    (["snake", "{image}", "--seed={seed}", "--lower", "5"], "both --lower and --upper"),
+    (["snake", "{image}", "--seed={seed}", "--iterations", "-1"], "iterations -1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(volume, tmp_path, capsys, arguments, message):
     path, truth = volume
@@ -95,3 +97,42 @@ def test_constant_and_nan_images_are_refused(tmp_path, capsys):
         assert app.main(["grow", str(path), "-o", str(out), "--seed", "4,4,4", "--ijk"]) == 2
         assert not out.exists()
     assert "NaN" in capsys.readouterr().err
+
+
+def test_grow_and_snake_say_what_they_segmented(volume, tmp_path, capsys):
+    path, truth = volume
+    seed = "--seed=" + point_text(centre_point(truth))
+    assert app.main(["grow", str(path), "-o", str(tmp_path / "g.nii.gz"), seed]) == 0
+    out = capsys.readouterr().out
+    assert "volume" in out and "mL" in out and "intensity range" in out and "seed intensity" in out
+    assert app.main(["snake", str(path), "-o", str(tmp_path / "s.nii.gz"), seed]) == 0
+    out = capsys.readouterr().out
+    assert "volume" in out and "feature: region probability" in out and "iterations" in out
+
+
+def test_seed_unlike_its_surroundings_is_warned_about(tmp_path, capsys):
+    image, truth = ellipsoid_image(noise=2.0, oblique=False)
+    array = sitk.GetArrayFromImage(image)
+    array[11:14, 31:34, 31:34] = 400.0  # a small bright spot (a calcification) right at the click
+    spot = sitk.GetImageFromArray(array)
+    spot.CopyInformation(image)
+    path = tmp_path / "spot.nii.gz"
+    sitk.WriteImage(spot, str(path))
+    assert app.main(["grow", str(path), "-o", str(tmp_path / "g.nii.gz"), "--seed", "32,32,12", "--seed", "28,36,12",
+                     "--ijk"]) == 0
+    error = capsys.readouterr().err
+    assert "warning: the seed at voxel (32, 32, 12) has value 400, unlike its surroundings" in error
+    assert "(28, 36, 12)" not in error
+
+
+def test_snake_refuses_nonsense_iterations_and_hints_at_ras(volume, tmp_path, capsys):
+    path, truth = volume
+    out = tmp_path / "s.nii.gz"
+    for value in ("-1", "0"):
+        assert app.main(["snake", str(path), "-o", str(out), "--seed=" + point_text(centre_point(truth)),
+                         "--iterations", value]) == 2
+        assert "iterations" in capsys.readouterr().err and not out.exists()
+    x, y, z = centre_point(truth)
+    assert app.main(["snake", str(path), "-o", str(out), f"--seed={-x:.3f},{-y:.3f},{z:.3f}"]) == 2
+    assert "add --ras" in capsys.readouterr().err and not out.exists()
+    assert app.main(["snake", str(path), "-o", str(out), f"--seed={-x:.3f},{-y:.3f},{z:.3f}", "--ras"]) == 0

@@ -95,6 +95,34 @@ def test_compare_formats_and_resample(case, capsys, tmp_path):
     assert code == 0 and float(rows[0]["dice"]) < 1.0 and rows[0]["status"] == "ok"
 
 
+def test_compare_on_annotated_slices_or_a_mask_and_2d_areas(case, capsys, tmp_path):
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case["labels"])))
+    sparse = labels.copy()
+    sparse[[2, 4, 5]] = 0  # the reference is annotated on slices 3 only
+    prediction = labels.copy()
+    prediction[2] = 0      # the prediction differs from the full labels on slice 2 only
+    reference_path = write(tmp_path / "sparse.nii.gz", sparse)
+    prediction_path = write(tmp_path / "pred.nii.gz", prediction)
+    code, text, _ = run_cli(capsys, "compare", prediction_path, reference_path, "--format", "json")
+    assert code == 0 and json.loads(text)["labels"][0]["dice"] < 0.8
+    for option in (["--slices", "annotated"], ["--slices", "3"]):
+        code, text, _ = run_cli(capsys, "compare", prediction_path, reference_path, "--format", "json", *option)
+        rows = json.loads(text)["labels"]
+        assert code == 0 and rows[0]["dice"] == 1.0 and rows[0]["volume_difference_ml"] == 0.0
+    region = np.zeros_like(labels)
+    region[3] = 1
+    mask = write(tmp_path / "region.nii.gz", region)
+    code, text, _ = run_cli(capsys, "compare", prediction_path, reference_path, "--format", "json", "--mask", mask)
+    assert code == 0 and json.loads(text)["labels"][0]["dice"] == 1.0
+    code, _, err = run_cli(capsys, "compare", prediction_path, reference_path, "--slices", "3,x")
+    assert code == 2 and "--slices" in err
+    flat = write(tmp_path / "flat.nii.gz", labels[3], spacing=(0.5, 0.5))
+    code, table, _ = run_cli(capsys, "compare", flat, flat)
+    assert code == 0 and "area_reference_mm2" in table and "volume" not in table
+    code, table, _ = run_cli(capsys, "measure", flat)
+    assert code == 0 and "ellipse_circumference_mm" in table and "area_cm2" in table and "volume" not in table
+
+
 def _bad_inputs(case: dict[str, Path], tmp: Path) -> dict[str, tuple[list, str]]:
     corrupt = tmp / "corrupt.nii.gz"
     corrupt.write_bytes(b"\x1f\x8b this is not an image")

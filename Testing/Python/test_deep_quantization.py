@@ -17,7 +17,7 @@ pytest.importorskip("nncf")
 
 from SegToolkitLib.errors import InputError  # noqa: E402
 from SegToolkitLib.interfaces.cli.app import main  # noqa: E402
-from SegToolkitLib.methods.deep import quantization  # noqa: E402
+from SegToolkitLib.methods.deep import calibration, quantization  # noqa: E402
 from SegToolkitLib.methods.deep.dataset import load_dataset  # noqa: E402
 from SegToolkitLib.methods.deep.inference import predict  # noqa: E402
 from SegToolkitLib.methods.deep.model_package import load_model, read_model_json  # noqa: E402
@@ -60,7 +60,7 @@ def test_training_checks_the_int8_network_against_fp32(trained):
 
 def test_kept_int8_network_is_the_auto_backend_and_agrees(model_copy, trained, monkeypatch):
     monkeypatch.setattr(quantization, "MIN_AGREEMENT", 0.0)  # keep it whatever the tiny model's agreement
-    entry = quantization.quantize_folder(model_copy, trained[1])
+    entry = calibration.quantize_folder(model_copy, trained[1])
     assert entry["accepted"] and (model_copy / "network-int8.bin").is_file()
     image, _ = blob_case(np.random.default_rng(5), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
     model = load_model(model_copy)
@@ -73,7 +73,7 @@ def test_kept_int8_network_is_the_auto_backend_and_agrees(model_copy, trained, m
 
 def test_int8_network_that_disagrees_is_not_kept(model_copy, trained, monkeypatch):
     monkeypatch.setattr(quantization, "MIN_AGREEMENT", 1.01)  # no network can reach it
-    entry = quantization.quantize_folder(model_copy, trained[1])
+    entry = calibration.quantize_folder(model_copy, trained[1])
     assert not entry["accepted"] and not (model_copy / quantization.INT8_FILE).exists()
     assert read_model_json(model_copy)["int8"]["accepted"] is False
     image, _ = blob_case(np.random.default_rng(5), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
@@ -84,11 +84,11 @@ def test_int8_network_that_disagrees_is_not_kept(model_copy, trained, monkeypatc
 
 def test_missing_stale_or_corrupt_int8_files(model_copy, trained, monkeypatch, capsys):
     monkeypatch.setattr(quantization, "MIN_AGREEMENT", 0.0)
-    quantization.quantize_folder(model_copy, trained[1])
+    calibration.quantize_folder(model_copy, trained[1])
     image, _ = blob_case(np.random.default_rng(5), (24, 24, 16), (1.0, 1.0, 1.5), labels=2)
     xml = model_copy / quantization.INT8_FILE
     xml.write_text("<net>cut off", encoding="utf-8")
-    with pytest.raises(InputError, match="corrupt int8 network"):
+    with pytest.raises(InputError, match="corrupt int8"):
         predict(load_model(model_copy), image)
     xml.unlink()
     out = model_copy.parent / "out.nii.gz"
@@ -96,7 +96,7 @@ def test_missing_stale_or_corrupt_int8_files(model_copy, trained, monkeypatch, c
     assert "network-int8.xml but its files are missing" in capsys.readouterr().err and not out.exists()
     assert predict(load_model(model_copy), image, backend="torch").backend == "torch"  # a forced backend still runs
     # weights replaced after quantization: the int8 network no longer describes them and is not used
-    quantization.quantize_folder(model_copy, trained[1])
+    calibration.quantize_folder(model_copy, trained[1])
     meta = json.loads((model_copy / "model.json").read_text())
     meta["int8"]["weights_sha256"] = "0" * 64
     (model_copy / "model.json").write_text(json.dumps(meta), encoding="utf-8")

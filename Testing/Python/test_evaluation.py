@@ -122,8 +122,9 @@ def test_empty_labels_follow_the_documented_conventions():
     assert by_label[4]["status"] == "both_empty" and by_label[4]["name"] == "cyst"
     assert (by_label[4]["dice"], by_label[4]["hd95_mm"], by_label[4]["assd_mm"]) == (1.0, 0.0, 0.0)
     mean = by_label["mean"]
-    assert mean["status"] == "mean" and mean["name"] == "mean of 3 labels"
-    assert mean["dice"] == pytest.approx(1 / 3)     # labels 1-3; the vacuous label 4 is left out
+    assert by_label[2]["volume_difference_ml"] == pytest.approx(-8 * 0.8 * 1.1 * 2.5 / 1000.0)  # signed
+    assert mean["status"] == "mean" and mean["name"] == "mean of 2 labels"
+    assert mean["dice"] == pytest.approx(1 / 2)     # labels 1-2: label 3 (absent from the reference) and 4 left out
     assert mean["hd95_mm"] == 0.0                   # distances only where defined (label 1)
 
 
@@ -149,3 +150,27 @@ def test_selected_labels_only():
     reference, prediction = two_ellipsoids()
     rows = compare(labels_of(image_of(prediction)), labels_of(image_of(reference)), labels=[2], mean=False)
     assert [row["label"] for row in rows] == [2]
+
+
+def test_scoring_region_two_dimensional_areas_and_cut_off_warning():
+    from SegToolkitLib.measurement.boundary import CUT_OFF_WARNING
+    from SegToolkitLib.measurement.evaluation import COLUMNS_2D
+
+    reference = np.zeros((6, 12, 12), np.uint8)
+    reference[1:5, 3:9, 3:9] = 1
+    prediction = reference.copy()
+    prediction[1, 3:9, 3:9] = 0     # wrong only on slice 1
+    prediction[3:5, 3:9, 9:12] = 1  # and too large on slices 3-4, up to the image's edge
+    rows = compare(labels_of(image_of(prediction)), labels_of(image_of(reference)))
+    assert rows[0]["dice"] < 0.9 and rows[0]["warning"] == CUT_OFF_WARNING
+    region = np.zeros(reference.shape, bool)
+    region[2] = True  # only slice 2 was annotated
+    scored = compare(labels_of(image_of(prediction)), labels_of(image_of(reference)), region=region)
+    assert scored[0]["dice"] == 1.0 and scored[0]["volume_difference_ml"] == 0.0
+    with pytest.raises(InputError, match="empty"):
+        compare(labels_of(image_of(prediction)), labels_of(image_of(reference)), region=np.zeros_like(region))
+    flat = compare(labels_of(image_of(prediction[3])), labels_of(image_of(reference[3])))
+    assert all(list(row) == list(COLUMNS_2D) for row in flat)
+    area = 6 * 6 * SPACING[0] * SPACING[1]
+    assert flat[0]["area_reference_mm2"] == pytest.approx(area)
+    assert flat[0]["area_difference_mm2"] == pytest.approx(6 * 3 * SPACING[0] * SPACING[1])  # signed: larger

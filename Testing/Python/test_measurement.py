@@ -288,3 +288,52 @@ def test_msd_spleen_volume_matches_dataset_statistics_and_simpleitk(shared_data)
     inside = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(labels.image) == 1]
     assert row["intensity_mean"] == pytest.approx(float(inside.mean()))
     assert row["intensity_p95"] == pytest.approx(float(np.percentile(inside, 95)))
+
+
+def test_two_dimensional_fitted_ellipse_on_an_oblique_grid():
+    a, b, angle = 30.0, 18.0, math.radians(35.0)  # semi-axes (mm) and the major axis' angle to LPS x
+    direction = (math.cos(0.3), -math.sin(0.3), math.sin(0.3), math.cos(0.3))
+
+    def inside(p):
+        u = p[..., 0] * math.cos(angle) + p[..., 1] * math.sin(angle)
+        v = -p[..., 0] * math.sin(angle) + p[..., 1] * math.cos(angle)
+        return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+    row = row_of(measure(label_map(rasterize(grid_image((180, 150), (0.45, 0.6), direction), inside))))
+    h = ((a - b) / (a + b)) ** 2
+    circumference = math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+    assert row["ellipse_semi_major_mm"] == pytest.approx(a, abs=0.2)
+    assert row["ellipse_semi_minor_mm"] == pytest.approx(b, abs=0.2)
+    assert row["ellipse_angle_deg"] == pytest.approx(35.0, abs=1.0)
+    assert row["ellipse_circumference_mm"] == pytest.approx(circumference, abs=1.0)
+    assert [row["ellipse_centre_lps_x_mm"], row["ellipse_centre_lps_y_mm"]] == pytest.approx(CENTRE[:2], abs=0.2)
+    assert row["area_cm2"] == pytest.approx(row["area_mm2"] / 100.0)
+    assert row["touches_edge"] is False and row["warning"] is None
+
+
+def test_labels_touching_the_scan_edge_are_flagged_with_the_shared_words():
+    from SegToolkitLib.measurement.boundary import CUT_OFF_WARNING, labels_touching_edge
+
+    array = np.zeros((6, 12, 12), np.uint8)
+    array[0:3, 4:8, 4:8] = 1   # cut by the first slice
+    array[2:4, 5:7, 9:12] = 2  # cut by the last column
+    array[2:4, 1:3, 1:3] = 3   # inside
+    rows = {row["label"]: row for row in measure(label_map(sitk.GetImageFromArray(array))).rows()}
+    assert [rows[v]["touches_edge"] for v in (1, 2, 3)] == [True, True, False]
+    assert rows[1]["warning"] == CUT_OFF_WARNING and rows[3]["warning"] is None
+    # a 2D image stored as a one-slice volume: the slice faces are no edge
+    single = sitk.GetImageFromArray(array[2:3])
+    assert set(labels_touching_edge(single)) == {2}
+    assert labels_touching_edge(single)[2] == ["i-last"]
+
+
+@pytest.mark.shared_data
+def test_hc18_head_circumference_from_the_fitted_ellipse_and_cut_off_ct_organs(shared_data):
+    folder = shared_data / "hc18_fetal_head_ultrasound"
+    for case in json.loads((folder / "dataset.json").read_text())["cases"][::30]:
+        row = row_of(measure(read_label_map(folder / case["label"])))
+        # the reference masks include the drawn outline (about +1 mm); a jagged outline's perimeter reads longer
+        assert row["ellipse_circumference_mm"] == pytest.approx(case["reference_head_circumference_mm"], abs=2.5)
+    ct = shared_data / "totalsegmentator_ct_examples" / "labels" / "ct_dicom_example.nii.gz"
+    rows = {row["label"]: row for row in measure(read_label_map(ct), labels=[1, 5]).rows()}
+    assert rows[5]["touches_edge"] and rows[5]["warning"] == "touches the scan's edge: the volume is a lower bound"

@@ -123,3 +123,26 @@ def test_mask_to_oriented_image_keeps_extent_and_geometry(mrml):
     np.testing.assert_array_equal(values, mask)
     with pytest.raises(InputError, match="does not fit"):
         effects.mask_to_oriented_image(np.zeros((1, 2, 3)), source)
+
+
+def test_snake_effect_settings_describe_and_feature_preview(mrml):
+    editor, segmentation, volume, truth, inside = editor_for(mrml)
+    source = editor.GetAlignedSourceVolume()
+    session = effects.SnakeEffectSession(source, model="geodesic", feature="auto", expansion=None)
+    extent = source.GetExtent()
+    session.add_bubble((inside[0] + extent[0], inside[1] + extent[2], inside[2] + extent[4]))
+    settings = session.describe()
+    assert settings["feature"] == "region" and "homogeneous" in settings["choice"]
+    lower, upper = settings["intensity_range"]
+    feature = session.feature_image()
+    values = sitk.GetArrayFromImage(feature)
+    assert values.min() >= -1.0 and values.max() <= 1.0 and values.max() > 0.5  # region probability
+    point = feature.TransformPhysicalPointToIndex(session.image.TransformIndexToPhysicalPoint(
+        effects.array_index((inside[0] + extent[0], inside[1] + extent[2], inside[2] + extent[4]), source)))
+    assert feature.GetPixel(point) > 0.5  # the click lies inside the range
+    # the user narrows the range to nothing around the click: the contour restarts and cannot grow
+    session.set_options(feature="region", intensity_range=(upper + 100.0, upper + 200.0))
+    assert session.describe()["intensity_range"] == (upper + 100.0, upper + 200.0)
+    assert sitk.GetArrayFromImage(session.feature_image()).max() < 0
+    session.set_options(feature="edge", edge_strength=5.0)
+    assert session.describe()["edge_strength"] == 5.0 and session.iteration == 0

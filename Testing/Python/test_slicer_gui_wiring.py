@@ -1227,12 +1227,18 @@ def test_bound_widgets_can_represent_their_parameter():
 # GUI choice lists that mirror SegToolkitLib constants (copied because the module must load before its packages are
 # installed): (GUI file, constant) -> (SegToolkitLib file, constant)
 MIRRORED_CHOICES = {
-    (PANEL_SCRIPT, "ATLAS_TRANSFORMS"): ("methods/atlas/registration.py", "TRANSFORM_TYPES"),
+    (PANEL_SCRIPT, "ATLAS_TRANSFORMS"): ("methods/atlas/strategy.py", "ATLAS_TRANSFORMS"),
     (PANEL_SCRIPT, "ATLAS_PRESETS"): ("methods/atlas/registration.py", "PRESETS"),
-    (PANEL_SCRIPT, "FUSION_METHODS"): ("methods/atlas/fusion.py", "FUSION_METHODS"),
+    (PANEL_SCRIPT, "FUSION_METHODS"): ("methods/atlas/strategy.py", "ATLAS_FUSIONS"),
     (PANEL_SCRIPT, "GROWING_MODES"): ("methods/classic/region_growing.py", "METHODS"),
     (EXTENSION_DIR / "SegmentEditorRegionGrowing" / "SegmentEditorRegionGrowingLib" / "SegmentEditorEffect.py",
      "MODES"): ("methods/classic/region_growing.py", "METHODS"),
+    (EXTENSION_DIR / "SegmentEditorSnake" / "SegmentEditorSnakeLib" / "SegmentEditorEffect.py", "MODELS"):
+        ("methods/classic/snakes.py", "MODELS"),
+    (EXTENSION_DIR / "SegmentEditorSnake" / "SegmentEditorSnakeLib" / "SegmentEditorEffect.py", "FEATURES"):
+        ("methods/classic/snakes.py", "FEATURES"),
+    (EXTENSION_DIR / "SegmentEditorSnake" / "SegmentEditorSnakeLib" / "SegmentEditorEffect.py", "SHAPES"):
+        ("methods/classic/snakes.py", "SHAPES"),
 }
 
 

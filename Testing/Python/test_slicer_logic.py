@@ -239,6 +239,11 @@ def test_measurement_table_matches_segtoolkitlib(mrml, geometry, tmp_path):
     # centroids are reported in world coordinates (where Slicer shows the segment)
     centre_ras = adapter.ijk_to_world_ras(volume) @ np.r_[np.argwhere(truth).mean(axis=0)[::-1], 1.0]
     assert [rows[0][f"centroid_ras_{axis}_mm"] for axis in "xyz"] == pytest.approx(centre_ras[:3], abs=1e-3)
+    # the slab lies on the image's first i face: cut off by the scan, flagged with the shared words
+    from SegToolkitLib.measurement.boundary import CUT_OFF_WARNING
+
+    assert rows[1]["warning"] == CUT_OFF_WARNING and not rows[0]["warning"]
+    assert logic.cut_off_segments(table_node) == ["slab"]
     path = tmp_path / "measurements.csv"
     logic.export_table_csv(table_node, str(path))
     assert "recist_long_mm" in path.read_text().splitlines()[0]

@@ -73,15 +73,17 @@ def segment_mask(segmentation_node, segment_id: str, like) -> np.ndarray:
 
 
 class SnakeEffectSession:
-    """The Snake effect's state: bubbles (voxel indices) and the evolving contour.
+    """The Snake effect's state: bubbles (voxel indices), the contour's settings and the evolving contour.
 
-    Adding a bubble restarts the contour from the current mask plus the new bubble; :meth:`step` advances it.
+    ``options`` are :class:`SegToolkitLib.methods.classic.SnakeSession` keywords (model, feature, shape, expansion,
+    smoothness, edge_attraction, intensity_range, edge_strength); ``None`` values mean "automatic". Adding a bubble
+    or changing a setting restarts the contour from the bubbles; :meth:`step` advances it.
     """
 
     def __init__(self, oriented_image, **options) -> None:
         self.oriented_image = oriented_image
         self.image = source_image(oriented_image)
-        self.options = options
+        self.options = {name: value for name, value in options.items() if value is not None}
         self.bubbles: list[tuple[int, int, int]] = []
         self._session = None
 
@@ -92,6 +94,11 @@ class SnakeEffectSession:
         if any(v < 0 or v >= s for v, s in zip(index, size)):
             raise InputError("the click is outside the source volume")
         self.bubbles.append(index)
+        self._session = None
+
+    def set_options(self, **options) -> None:
+        """New settings (``None``: automatic); the contour restarts from the same bubbles."""
+        self.options = {name: value for name, value in options.items() if value is not None}
         self._session = None
 
     @property
@@ -108,6 +115,15 @@ class SnakeEffectSession:
 
     def mask(self) -> sitk.Image:
         return self._ensure_session().mask()
+
+    def describe(self) -> dict:
+        """What the contour uses: model, feature and why, intensity range or edge strength, forces."""
+        return self._ensure_session().describe()
+
+    def feature_image(self) -> sitk.Image:
+        """The feature image the contour follows (edge map in [0, 1] or region probability in [-1, 1]), on the
+        snake's working grid in the source image's frame: the preview the user adjusts the settings against."""
+        return self._ensure_session().feature_image()
 
     def _ensure_session(self):
         from SegToolkitLib.methods.classic.snakes import SnakeSession

@@ -39,12 +39,37 @@ MODEL_JSON = "model.json"
 
 @dataclass
 class ModelInfo:
-    """A deep model folder as listed in the GUI."""
+    """A deep model as listed in the GUI: a model folder, or a model of the store (``store_name``; not downloaded
+    yet when ``downloadable``)."""
 
     name: str
     folder: Path
     labels: list[str]
     channels: list[str]
+    store_name: str = ""
+    downloadable: bool = False
+
+
+def store_models() -> list[ModelInfo]:
+    """The model store's models (``segtoolkit models list``): installed ones with their classes, and the catalog's
+    models that can be downloaded."""
+    from SegToolkitLib.methods.deep.catalog import CATALOG, task_classes
+    from SegToolkitLib.methods.deep.store import list_models, model_path, read_entry
+
+    found = []
+    for row in list_models():
+        name = row["name"]
+        if row["installed"]:
+            try:
+                entry = read_entry(name)
+            except InputError:
+                continue
+            classes = [entry["classes"][key] for key in sorted(entry.get("classes", {}), key=int)]
+            found.append(ModelInfo(name, model_path(name), classes, [], store_name=name))
+        elif name in CATALOG:
+            classes = list(task_classes(CATALOG[name]).values())
+            found.append(ModelInfo(name, model_path(name), classes, [], store_name=name, downloadable=True))
+    return found
 
 
 def find_models(folders: Iterable[Path | str]) -> list[ModelInfo]:
@@ -99,6 +124,7 @@ class SegToolkitSlicerLogic:
         self.scene = scene
         self._preview: tuple[LabelMap, object] | None = None
         self.trained_models: list[Path] = []
+        self.last_output = None
 
     # ------------------------------------------------------------------------------------------------ outputs
     def output_segmentation(self, volume, segmentation=None):
@@ -110,9 +136,26 @@ class SegToolkitSlicerLogic:
     def write(self, label_map: LabelMap, volume, segmentation=None, overwrite: bool = False) -> list[str]:
         """Write a label map (world LPS) into ``segmentation`` (created when None) and point it at the volume."""
         segmentation = self.output_segmentation(volume, segmentation)
+        self.last_output = segmentation  # the node written last (a new one when none was given)
         ids = mrml.label_map_to_segments(label_map, segmentation, overwrite=overwrite)
         if volume is not None:
             segmentation.SetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole(), volume.GetID())
+        return ids
+
+    def import_dicom_seg(self, path: Path | str, volume=None, segmentation=None) -> list[str]:
+        """Load a DICOM SEG into a segmentation node: frames placed by their positions (on ``volume``'s grid when
+        given, else on the grid of the SEG's frames); overlapping segments stay overlapping segments."""
+        from SegToolkitLib.io.images import read_label_layers
+
+        reference = mrml.volume_to_sitk(volume) if volume is not None else None
+        layers = read_label_layers(path, reference=reference)
+        if segmentation is None:
+            name = f"{Path(path).name.split('.')[0]} segmentation"
+            segmentation = mrml.new_segmentation(self.scene, volume, name)
+        ids: list[str] = []
+        for layer in layers:  # segments of one layer never overlap; later layers add to the earlier ones
+            ids += self.write(layer, volume, segmentation) if volume is not None else \
+                mrml.label_map_to_segments(layer, segmentation)
         return ids
 
     def show_preview(self, label_map: LabelMap, volume):
@@ -216,6 +259,28 @@ class SegToolkitSlicerLogic:
         """Segment with a snake grown from the markups' points; see :meth:`snake_labels`."""
         return self.write(self.snake_labels(volume, seeds, **options), volume, segmentation, overwrite)
 
+    # ------------------------------------------------------------------------------ semi-automatic, as a job
+    def semi_automatic_job(self, method: str, volume, seeds=None, *, name: str = "Segment", competitors=None,
+                           apply: bool = False, segmentation=None, overwrite: bool = False, **options) -> Job:
+        """Threshold (``options``: lower, upper), region growing (mode, multiplier, lower, upper) or snake
+        (iterations, expansion, smoothness) as a :class:`Job`, so the GUI stays responsive and can cancel: the
+        volume and points are read now (main thread); ``finish`` shows the result as the preview or, with
+        ``apply``, writes it into ``segmentation`` (created then when None, so a cancelled job leaves no empty
+        node; it is :attr:`last_output` afterwards)."""
+        image = mrml.volume_to_sitk(volume)
+        points = _seed_points(seeds) if method != "threshold" else []
+        competitor_points = _seed_points(competitors) if competitors is not None else None
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> LabelMap:
+            return single_label(_semi_automatic_mask(method, image, points, competitor_points, progress, cancel,
+                                                     **options), name)
+
+        def finish(label_map: LabelMap):
+            self.show_preview(label_map, volume)
+            return self.apply_preview(segmentation, overwrite) if apply else label_map
+
+        return Job(f"{method} of {volume.GetName()}", compute, finish)
+
     # ------------------------------------------------------------------------------------------ measurements
     def measure(self, segmentation, volume=None, table=None, segment_ids: list[str] | None = None,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
@@ -233,6 +298,11 @@ class SegToolkitSlicerLogic:
         mrml.rows_to_table(rows, table, ["segment_id"] + report.columns())
         return table
 
+    @staticmethod
+    def cut_off_segments(table) -> list[str]:
+        """Names of the segments a measurement table flags as touching the scan's edge (volume a lower bound)."""
+        return [str(row.get("name")) for row in mrml.table_to_rows(table) if row.get("warning")]
+
     def export_table_csv(self, table, path: str) -> None:
         """Save a measurement table as CSV."""
         mrml.write_table_csv(table, path)
@@ -240,12 +310,13 @@ class SegToolkitSlicerLogic:
 
     # ---------------------------------------------------------------------------------------------------- atlas
     def atlas_job(self, volume, atlases: Sequence[tuple] = (), segmentation=None, *, folder: Path | str | None = None,
-                  transform: str = "affine", preset: str = "default", fusion: str = "majority", metric: str = "mi",
-                  init: str = "geometry", mask_margin_mm: float | None = None, overwrite: bool = False) -> Job:
+                  transform: str = "auto", preset: str = "default", fusion: str = "auto", metric: str = "auto",
+                  init: str = "auto", mask_margin_mm: float | str | None = "auto", overwrite: bool = False) -> Job:
         """Atlas segmentation of ``volume`` as a :class:`Job`: each (atlas volume, atlas segmentation) pair of the
         scene, and each case of ``folder`` (``images/``, ``labels/`` and ``dataset.json`` naming the labels), is
         registered onto the volume and its labels propagated and fused (``fusion``: majority, staple, weighted).
-        The segments get the atlas segments' names and colours; atlases agree on labels by segment name."""
+        The segments get the atlas segments' names and colours; atlases agree on labels by segment name.
+        ``auto`` settings are chosen per atlas (same subject or another one, see SegToolkitLib's atlas strategy)."""
         from SegToolkitLib.methods.atlas import Atlas, RegistrationOptions, segment_with_atlases
 
         if not atlases and folder is None:
@@ -288,30 +359,69 @@ class SegToolkitSlicerLogic:
 
     def predict_job(self, volume, model_dir: Path | str, segmentation=None, *, device: str = "auto",
                     tta: bool = False, largest_component: bool = False, extra_channels: Sequence = (),
-                    overwrite: bool = False) -> Job:
+                    overwrite: bool = False, classes: Sequence[str] | None = None) -> Job:
         """Deep-learning segmentation of ``volume`` (plus ``extra_channels`` volumes for multi-channel models) with
-        the model in ``model_dir`` as a :class:`Job`; segments get the model's label names and colours.
-        ``tta``: accurate mode (mirrored test-time augmentation), slower; off = the model's default (on for 2D
-        models, where it is cheap)."""
+        a model (a SegToolkit model folder, an nnU-Net model folder or zip, or a store model by name) as a
+        :class:`Job`; segments get the model's class names and colours. ``tta``: accurate mode (mirrored test-time
+        augmentation), slower; off = the model's default (on for 2D models, and for nnU-Net models trained with
+        mirroring). ``classes``: class names to segment (nnU-Net models and tasks; a task runs only the parts
+        needed)."""
         from SegToolkitLib.methods.deep import require_deep
+        from SegToolkitLib.methods.deep.formats.loading import detect_format
+        from SegToolkitLib.methods.deep.store import resolve_model
 
         require_deep()
-        model_dir = Path(model_dir)
-        if not (model_dir / MODEL_JSON).is_file():
-            raise InputError(f"{model_dir}: not a SegToolkit model folder (no {MODEL_JSON}); pick a model from the "
-                             "list or train one")
+        try:
+            model_dir = resolve_model(model_dir)
+            detect_format(model_dir)
+        except InputError as error:
+            raise InputError(f"{model_dir}: not a SegToolkit model folder, nnU-Net model or store model ({error}); "
+                             "pick a model from the list, import or train one") from None
         channels = [mrml.volume_to_sitk(node) for node in (volume, *extra_channels)]
 
         def compute(progress: ProgressCallback, cancel: CancelToken) -> LabelMap:
-            from SegToolkitLib.methods.deep.inference import predict
+            from SegToolkitLib.methods.deep.formats.loading import open_model, predict_any
+            from SegToolkitLib.progress import scaled
 
-            return predict(model_dir, channels, tta=True if tta else None, largest_component=largest_component,
-                           device=device, name=volume.GetName(), progress=progress, cancel=cancel).label_map
+            model = open_model(model_dir, device=device, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
+            return predict_any(model, channels, classes=list(classes) if classes else None,
+                               tta=True if tta else None, largest_component=largest_component, device=device,
+                               name=volume.GetName(), progress=scaled(progress, 0.05, 1.0),
+                               cancel=cancel).label_map
 
         def finish(label_map: LabelMap) -> list[str]:
             return self.write(label_map, volume, segmentation, overwrite)
 
         return Job(f"{model_dir.name} on {volume.GetName()}", compute, finish)
+
+    def download_model_job(self, name: str) -> Job:
+        """Download a catalog model into the store (verified; resumed when a partial download is there) as a
+        :class:`Job` (progress and cancel like every job); ``finish`` returns its store folder."""
+        from SegToolkitLib.methods.deep.catalog import CATALOG
+
+        if name not in CATALOG:
+            raise InputError(f"{name}: not a model of the catalog; import it instead")
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> Path:
+            from SegToolkitLib.methods.deep.store import fetch
+
+            return fetch(name, progress, cancel)
+
+        return Job(f"download {name}", compute, lambda path: path)
+
+    def import_model_job(self, path: Path | str, name: str | None = None) -> Job:
+        """Import a model folder or zip carried in by hand (SegToolkit, nnU-Net, TotalSegmentator) into the store as
+        a :class:`Job`; ``finish`` returns its store folder."""
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: not found; choose a model folder or zip file")
+
+        def compute(progress: ProgressCallback, cancel: CancelToken) -> Path:
+            from SegToolkitLib.methods.deep.store import import_model
+
+            return import_model(path, name, progress, cancel)
+
+        return Job(f"import {path.name}", compute, lambda folder: folder)
 
     def predict(self, volume, model_dir: Path | str, segmentation=None, *, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None, **options) -> list[str]:
@@ -403,6 +513,34 @@ def _load_folder_atlases(cases: list, labels: LabelTable) -> list:
     from SegToolkitLib.methods.atlas import load_atlas
 
     return [load_atlas(image, label, labels) for image, label in cases]
+
+
+def _semi_automatic_mask(method: str, image: sitk.Image, points: list, competitors: list | None,
+                         progress: ProgressCallback, cancel: CancelToken, **options) -> sitk.Image:
+    """The mask of one semi-automatic method on plain images and points (no MRML: runs on a worker thread)."""
+    from SegToolkitLib.methods.classic import region_growing as growing
+    from SegToolkitLib.methods.classic.snakes import snake
+    from SegToolkitLib.methods.classic.threshold import threshold
+
+    if method == "threshold":
+        cancel.raise_if_cancelled()
+        return threshold(image, options.get("lower"), options.get("upper"))
+    if method == "snake":
+        return snake(image, points, progress=progress, cancel=cancel, **options)
+    if method != "region growing":
+        raise InputError(f"method {method!r}: choose threshold, region growing or snake")
+    mode = options.get("mode", "confidence")
+    if mode == "connected":
+        return growing.connected_threshold(image, points, options.get("lower"), options.get("upper"),
+                                           progress=progress, cancel=cancel)
+    if mode == "confidence":
+        return growing.confidence_connected(image, points, multiplier=options.get("multiplier", 2.5),
+                                            progress=progress, cancel=cancel)
+    if mode == "competitive":
+        if competitors is None:
+            raise InputError("competitive growing: also place points in the surrounding tissue (competing seeds)")
+        return growing.competitive_growing(image, {1: points, 0: competitors}, progress=progress, cancel=cancel)
+    raise InputError(f"growing mode {mode!r}: choose one of {', '.join(growing.METHODS)}")
 
 
 def _seed_points(seeds) -> list[tuple[float, float, float]]:

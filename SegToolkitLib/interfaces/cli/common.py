@@ -78,3 +78,87 @@ def _numeric(text: str) -> bool:
         return bool(text)
     except ValueError:
         return False
+
+
+# ---- label-map outputs as DICOM SEG / RTSTRUCT (shared by every command that writes a label map) ---------------
+
+LABEL_FORMATS = ("auto", "dicom-seg", "dicom-rtstruct")
+
+
+def add_label_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that make a label-writing command write DICOM SEG or RTSTRUCT (see docs/dicom.md)."""
+    group = parser.add_argument_group(
+        "DICOM output", "-o NAME.dcm writes a DICOM SEG, -o NAME.rtstruct.dcm an RTSTRUCT, referencing the DICOM "
+                        "series that was segmented (the input folder, or --dicom-reference)")
+    group.add_argument("--format", dest="label_format", choices=LABEL_FORMATS, default="auto",
+                       help="output format: auto (from the output name, default), dicom-seg or dicom-rtstruct")
+    group.add_argument("--dicom-reference", type=Path, metavar="SERIES_DIR",
+                       help="DICOM series the label map was made from, when the input is not that DICOM folder "
+                            "(its grid must be the label map's)")
+    group.add_argument("--series", dest="dicom_series", metavar="UID",
+                       help="SeriesInstanceUID of the series to read from a DICOM folder input (and to reference) "
+                            "when the folder holds several (see 'segtoolkit info DIR')")
+    group.add_argument("--seg-type", choices=("binary", "labelmap"), default="binary",
+                       help="DICOM SEG type: binary (default; read by most viewers) or labelmap (DICOM 2024c)")
+    group.add_argument("--dicom-compress", action="store_true",
+                       help="compress the SEG pixel data (RLE lossless; needs --seg-type labelmap)")
+
+
+def label_output_kind(args: argparse.Namespace, output: Path) -> str | None:
+    """'seg', 'rtstruct' or None (an ordinary label map file) for ``output``, checking --format fits the name."""
+    from ...errors import OutputError
+    from ...io.atomic import compound_suffix
+    from ...io.rtstruct import is_rtstruct_name
+
+    fmt = getattr(args, "label_format", "auto")
+    dicom_name = compound_suffix(output) == ".dcm"
+    if fmt != "auto" and not dicom_name:
+        raise OutputError(f"{output}: --format {fmt} writes a DICOM file; name the output NAME.dcm")
+    if fmt == "dicom-rtstruct" or (fmt == "auto" and is_rtstruct_name(output)):
+        return "rtstruct"
+    return "seg" if dicom_name else None
+
+
+def check_label_output(args: argparse.Namespace, output: Path, source: Path | None) -> None:
+    """Before any work: a DICOM output needs a reference series (the input folder or --dicom-reference)."""
+    from ...errors import OutputError
+
+    kind = label_output_kind(args, output)
+    reference = getattr(args, "dicom_reference", None)
+    if kind is None:
+        return
+    if reference is None and not (source is not None and Path(source).is_dir()):
+        what = "an RTSTRUCT" if kind == "rtstruct" else "a DICOM SEG"
+        raise OutputError(f"{output}: {what} must reference the DICOM series it segments, and the input "
+                          f"{source} is not a DICOM folder: give that series' folder with --dicom-reference DIR")
+    if reference is not None and not Path(reference).is_dir():
+        raise OutputError(f"{reference}: --dicom-reference must be the folder that holds the DICOM series")
+    from ...io.dicom_seg import check_reference_series
+
+    check_reference_series(Path(reference or source), getattr(args, "dicom_series", None), output)
+
+
+def write_label_output(label_map, args: argparse.Namespace, output: Path, source: Path | None, method: str,
+                       model_name: str | None = None, model_hash: str | None = None) -> Path:
+    """Write a label map as the command's options ask: DICOM SEG, RTSTRUCT, or the format of the file name."""
+    from ...io import write_label_map
+    from ...io.dicom_seg import DicomOutput, write_dicom_seg
+    from ...io.rtstruct import write_rtstruct
+
+    kind = label_output_kind(args, output)
+    if kind is None:
+        return write_label_map(label_map, output)
+    check_label_output(args, output, source)
+    reference = getattr(args, "dicom_reference", None) or Path(source)
+    options = DicomOutput(reference=reference, series_uid=getattr(args, "dicom_series", None),
+                          seg_type=getattr(args, "seg_type", "binary"), method=method, model_name=model_name,
+                          model_hash=model_hash, compress=getattr(args, "dicom_compress", False))
+    if kind == "rtstruct":
+        return write_rtstruct(label_map, output, options)
+    return write_dicom_seg(label_map, output, options)
+
+
+def label_output_suffix(args: argparse.Namespace, default: str) -> str:
+    """File extension for outputs named by the command itself (one per input in an output folder)."""
+    fmt = getattr(args, "label_format", "auto")
+    return {"dicom-seg": ".dcm", "dicom-rtstruct": ".rtstruct.dcm"}.get(fmt, default)

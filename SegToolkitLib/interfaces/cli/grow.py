@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import InputError
-from ._classic import add_image_arguments, add_seed_arguments, parse_points, read_input, write_result
+from ._classic import add_image_arguments, add_seed_arguments, parse_points, print_summary, read_input, write_result
 
 SEED_HELP = ("seed point X,Y,Z (LPS mm; X,Y for 2D images; write --seed=X,Y,Z when X is negative); repeatable. "
              "With --method competitive, LABEL:X,Y,Z gives a seed of label LABEL (plain points belong to label 1)")
@@ -40,20 +40,23 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ...io import check_output_path, read_image
+    from ...io import check_output_path
+    from ...io.images import read_mask
     from ...methods.classic import grow
 
     image = read_input(args)
     extra = [Path(p) for p in (args.seed_map, args.mask) if p]
     check_output_path(args.output, [args.image, *extra])
     plain, labelled = split_labelled_seeds(args.seed, image, args.method)
-    seed_map = read_image(args.seed_map) if args.seed_map else None
-    mask = read_image(args.mask) if args.mask else None
+    seed_map = read_mask(args.seed_map, image) if args.seed_map else None  # a DICOM SEG is placed on the image
+    mask = read_mask(args.mask, image) if args.mask else None
+    details: dict = {}
     result = grow(image, plain, args.method, background_seeds=parse_points(args.background_seed, image,
                                                                             "background seed"),
                   labelled_seeds=labelled or None, seed_map=seed_map, mask=mask, lower=args.lower, upper=args.upper,
-                  geometry=args.geometry, ijk=args.ijk, ras=args.ras)
-    write_result(result, args.output, "grown region")
+                  geometry=args.geometry, ijk=args.ijk, ras=args.ras, details=details)
+    write_result(result, args.output, "grown region", args)
+    print_summary("grow", result, image, plain, args, details)
     return 0
 
 

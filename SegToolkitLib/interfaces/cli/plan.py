@@ -30,10 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     require_deep()
     from ...methods.deep.dataset import load_dataset
-    from ...methods.deep.planning import plan_dataset, save_plan
+    from ...methods.deep.planning import check_memory_budget, plan_dataset, save_plan
 
-    check_output_path(args.output, [args.data])
+    check_memory_budget(args.memory_gb, args.device)
+    check_output_path(args.output, [args.data, args.data / "dataset.json"])
     dataset = load_dataset(args.data, args.ignore_label)
+    # never over one of the dataset's own files (its dataset.json, an image or label map), before any work
+    check_output_path(args.output, [path for case in dataset.cases for path in (*case.images, case.label)])
     with ConsoleProgress("plan") as bar:
         plan = plan_dataset(dataset, args.device, args.configuration, args.memory_gb, progress=bar)
     save_plan(plan, args.output)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ...methods.atlas.registration import INITIALISATIONS, METRICS, PRESETS, TRANSFORM_TYPES
+from ...methods.atlas.strategy import AUTO
 from .common import add_format_argument, format_rows
 
 
@@ -30,17 +31,23 @@ def register(subparsers) -> None:
 
 
 def add_registration_arguments(parser: argparse.ArgumentParser, default_transform: str = "affine") -> None:
-    """Options shared by ``register`` and ``atlas``."""
-    parser.add_argument("--transform", choices=TRANSFORM_TYPES, default=default_transform,
+    """Options shared by ``register`` and ``atlas`` (``atlas`` passes ``auto``: settings chosen per atlas)."""
+    auto = (AUTO,) if default_transform == AUTO else ()
+    parser.add_argument("--transform", choices=(*auto, *TRANSFORM_TYPES), default=default_transform,
                         help=f"last stage to run (default: {default_transform}); 'deformable' = B-spline free-form "
                              "deformation, 'diffeomorphic' = demons (same modality only)")
     parser.add_argument("--preset", choices=PRESETS, default="default", help="speed/accuracy trade-off")
-    parser.add_argument("--metric", choices=METRICS, default="mi",
-                        help="mi = Mattes mutual information (any modality, default); correlation (same modality)")
-    parser.add_argument("--init", choices=INITIALISATIONS, default="geometry",
-                        help="initial alignment: geometric centres (default), centres of mass (moments), image "
-                             "axes and centres (axes: same planning, different scanner pose), or none (the images "
-                             "are already in one physical space)")
+    parser.add_argument("--metric", choices=(*auto, *METRICS), default=auto[0] if auto else "mi",
+                        help="mi = Mattes mutual information (any modality); correlation (same modality)" +
+                             ("; default auto: mi for the same subject or space, both between subjects (the one "
+                              "whose labels fit the target's intensities better is kept)" if auto else
+                              " (default: mi)"))
+    parser.add_argument("--init", choices=(*auto, *INITIALISATIONS), default=auto[0] if auto else "geometry",
+                        help="initial alignment: geometric centres, centres of mass (moments), image axes and "
+                             "centres (axes: same planning, different scanner pose), or none (the images are "
+                             "already in one physical space)" + ("; default auto: none for the same subject or "
+                                                                 "space, geometry otherwise" if auto else
+                                                                 " (default: geometry)"))
 
 
 def run(args: argparse.Namespace) -> int:

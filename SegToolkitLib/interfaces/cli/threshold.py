@@ -36,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
                        hysteresis_range=tuple(args.hysteresis) if args.hysteresis else None, largest=args.largest,
                        seeds=parse_points(args.seed, image), fill=args.fill_holes,
                        min_island_ml=args.min_island_ml, ijk=args.ijk, ras=args.ras)
-    write_result(result, args.output, "threshold")
+    write_result(result, args.output, "threshold", args)
     return 0

@@ -6,10 +6,12 @@ among them). Images travel to the workers pickled (SimpleITK images and transfor
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+import signal
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -19,9 +21,13 @@ import SimpleITK as sitk
 from ...errors import CancelledError, InputError
 from ...io import LabelMap, LabelTable, check_scalar, grid_difference, label_values, read_label_map, read_scalar_image
 from ...progress import CancelToken, ProgressCallback, report, scaled
-from .fusion import fuse_labels
+from .fusion import FUSION_METHODS, fuse_labels
 from .propagation import warp_labels
-from .registration import RegistrationResult, register, resample_image
+from .refinement import refine_with_intensities
+from .registration import METRICS, RegistrationResult, check_registrable, register, resample_image
+from .strategy import AUTO, AtlasPlan, label_fit, plan_registration
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,16 +41,23 @@ class Atlas:
 
 @dataclass
 class RegistrationOptions:
-    """How each atlas is registered and its labels warped."""
+    """How each atlas is registered, its labels warped and the atlases combined.
 
-    transform: str = "deformable"
+    ``auto`` settings are chosen per atlas by :func:`.strategy.plan_registration` (same subject or space versus
+    another subject) and reported in :attr:`PropagatedAtlas.plan`.
+    """
+
+    transform: str = AUTO
     preset: str = "default"
-    metric: str = "mi"
-    init: str = "geometry"
+    metric: str = AUTO
+    init: str = AUTO
     interpolation: str = "onehot"
-    # When set, the metric only samples where the atlas labels dilated by this margin lie: the registration then
-    # aligns the labelled structures rather than the whole field of view (inter-subject atlases).
-    mask_margin_mm: float | None = None
+    # The metric only samples where the atlas labels dilated by this margin lie, so the registration aligns the
+    # labelled structures rather than the whole field of view; ``None``: the whole image; ``auto``: see strategy.
+    mask_margin_mm: float | str | None = AUTO
+    # Adapt the fused labels to the target's intensities (refinement module): ``auto`` between subjects with
+    # automatic fusion, ``on`` or ``off``.
+    refine: str = AUTO
 
 
 @dataclass
@@ -55,6 +68,7 @@ class PropagatedAtlas:
     registration: RegistrationResult
     labels: sitk.Image
     image: sitk.Image
+    plan: AtlasPlan | None = None
 
 
 @dataclass
@@ -64,12 +78,22 @@ class AtlasSegmentation:
     label_map: LabelMap
     atlases: list[PropagatedAtlas] = field(default_factory=list)
     fusion: str = "majority"
+    refinement: str = ""  # what the intensity refinement did (empty: not asked for)
+
+    @property
+    def summary(self) -> list[str]:
+        """What was chosen, one line per atlas and one for the fusion (printed by the command line)."""
+        lines = [f"{item.name}: {item.plan.describe()}" for item in self.atlases if item.plan is not None]
+        if len(self.atlases) > 1 or self.refinement:
+            fusion = self.fusion if len(self.atlases) > 1 else "single atlas"
+            lines.append(f"fusion: {fusion}" + (f"; {self.refinement}" if self.refinement else ""))
+        return lines
 
 
 def load_atlas(image_path: Path | str, labels_path: Path | str, labels: LabelTable | None = None) -> Atlas:
     """Read an atlas (image + label map) and check it is usable."""
     image = read_scalar_image(image_path)
-    label_map = read_label_map(labels_path, labels)
+    label_map = read_label_map(labels_path, labels, reference=image)  # a DICOM SEG is placed on the atlas image
     atlas = Atlas(image, label_map, Path(image_path).name)
     check_atlas(atlas, str(labels_path), str(image_path))
     return atlas
@@ -88,15 +112,22 @@ def check_atlas(atlas: Atlas, labels_name: str | None = None, image_name: str | 
         raise InputError(f"{labels_name}: atlas label map is empty (only background); give a segmented atlas")
 
 
-def segment_with_atlases(target: sitk.Image, atlases: Sequence[Atlas], fusion: str = "majority",
+def segment_with_atlases(target: sitk.Image, atlases: Sequence[Atlas], fusion: str = AUTO,
                          options: RegistrationOptions | None = None, workers: int = 1,
                          progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                          target_name: str = "target image") -> AtlasSegmentation:
-    """Register every atlas onto ``target``, warp its labels and fuse them (one atlas: no fusion needed)."""
+    """Register every atlas onto ``target``, warp its labels and fuse them (one atlas: no fusion needed).
+
+    ``fusion`` ``auto``: majority voting, and between subjects (``options.refine`` ``auto``) the vote adapted to
+    the target's intensities; what was chosen is in :attr:`AtlasSegmentation.summary`.
+    """
     options = options or RegistrationOptions()
     if not atlases:
         raise InputError("no atlas given; pass at least one atlas image and label map")
+    if fusion != AUTO and fusion not in FUSION_METHODS:
+        raise InputError(f"unknown fusion method {fusion!r}; choose one of auto, {', '.join(FUSION_METHODS)}")
     check_scalar(target, target_name)
+    check_registrable(target, target_name)
     for atlas in atlases:
         check_atlas(atlas)
         if atlas.image.GetDimension() != target.GetDimension():
@@ -109,13 +140,40 @@ def segment_with_atlases(target: sitk.Image, atlases: Sequence[Atlas], fusion: s
                    for number, atlas in enumerate(atlases)]
     else:
         results = _propagate_in_workers(target, atlases, options, workers, propagate, cancel, target_name)
-    report(progress, 0.9, f"fusing {len(results)} atlases ({fusion})", cancel)
-    if len(results) == 1:
-        fused = results[0].labels
-    else:
-        fused = fuse_labels([r.labels for r in results], fusion, [r.image for r in results], target)
+    segmentation = fuse_propagated(target, results, fusion, options.refine, _merged_tables(atlases),
+                                   scaled(progress, 0.9, 1.0), cancel)
+    for line in segmentation.summary:
+        log.info("atlas: %s", line)
+    return segmentation
+
+
+def fuse_propagated(target: sitk.Image, results: Sequence[PropagatedAtlas], fusion: str = AUTO,
+                    refine: str = AUTO, table: LabelTable | None = None, progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None) -> AtlasSegmentation:
+    """Fuse atlases already propagated onto ``target`` (see :func:`segment_with_atlases`)."""
+    method = "majority" if fusion == AUTO else fusion
+    report(progress, 0.0, f"fusing {len(results)} atlases ({method})", cancel)
+    fused = results[0].labels if len(results) == 1 else \
+        fuse_labels([r.labels for r in results], method, [r.image for r in results], target)
+    refinement = ""
+    if _wants_refinement(refine, fusion, results):
+        report(progress, 0.5, "adapting the labels to the target's intensities", cancel)
+        refined = refine_with_intensities(target, [r.labels for r in results], fused)
+        fused, refinement = refined.image, refined.note
+        method = f"{method} vote, intensity-refined" if refined.applied else method
     report(progress, 1.0, "atlas segmentation done", cancel)
-    return AtlasSegmentation(LabelMap(fused, _merged_tables(atlases).covering(label_values(fused))), results, fusion)
+    table = table or LabelTable()
+    return AtlasSegmentation(LabelMap(fused, table.covering(label_values(fused))), list(results), method,
+                             refinement)
+
+
+def _wants_refinement(refine: str, fusion: str, results: Sequence[PropagatedAtlas]) -> bool:
+    """``on``/``off`` as asked; ``auto``: with automatic fusion when any atlas is another subject."""
+    if refine not in (AUTO, "on", "off"):
+        raise InputError(f"unknown refinement {refine!r}; choose auto, on or off")
+    if refine != AUTO:
+        return refine == "on"
+    return fusion == AUTO and any(r.plan is not None and r.plan.between_subjects for r in results)
 
 
 def _propagate_here(target, atlas, options, number, count, progress, cancel, target_name) -> PropagatedAtlas:
@@ -126,15 +184,37 @@ def _propagate_here(target, atlas, options, number, count, progress, cancel, tar
 def propagate_atlas(target: sitk.Image, atlas: Atlas, options: RegistrationOptions,
                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                     target_name: str = "target image") -> PropagatedAtlas:
-    """Register one atlas onto the target and warp its labels and image onto the target grid."""
-    moving_mask = None if options.mask_margin_mm is None else atlas_mask(atlas, options.mask_margin_mm)
-    result = register(target, atlas.image, options.transform, options.preset, options.metric, options.init,
-                      moving_mask=moving_mask, progress=scaled(progress, 0.0, 0.9), cancel=cancel,
-                      fixed_name=target_name, moving_name=atlas.name)
-    labels = warp_labels(atlas.labels.image, target, result.transform, options.interpolation,
-                         scaled(progress, 0.9, 1.0), cancel)
+    """Register one atlas onto the target (``auto`` settings resolved first, see :mod:`.strategy`) and warp its
+    labels and image onto the target grid."""
+    plan = plan_registration(target, atlas.image, options.transform, options.init, options.metric,
+                             options.mask_margin_mm)
+    log.info("atlas %s: %s", atlas.name, plan.describe())
+    moving_mask = None if plan.mask_margin_mm is None else atlas_mask(atlas, plan.mask_margin_mm)
+    metrics = METRICS if plan.metric == AUTO else (plan.metric,)
+    candidates, failures = [], []
+    for number, metric in enumerate(metrics):
+        part = scaled(progress, number / len(metrics), (number + 1) / len(metrics))
+        try:
+            result = register(target, atlas.image, plan.transform, options.preset, metric, plan.init,
+                              moving_mask=moving_mask, progress=scaled(part, 0.0, 0.9), cancel=cancel,
+                              fixed_name=target_name, moving_name=atlas.name)
+        except InputError as error:  # one metric losing the images is not fatal while another may succeed
+            failures.append(error)
+            continue
+        labels = warp_labels(atlas.labels.image, target, result.transform, options.interpolation,
+                             scaled(part, 0.9, 1.0), cancel)
+        fit = label_fit(target, labels) if len(metrics) > 1 else float("nan")
+        candidates.append((fit, metric, result, labels))
+    if not candidates:
+        raise failures[0]
+    _, metric, result, labels = max(candidates, key=lambda item: item[0])
+    if len(metrics) > 1:
+        fits = ", ".join(f"{item[1]} {item[0]:.2f}" for item in candidates) + "".join(
+            f", {other} failed" for other in metrics if other not in [item[1] for item in candidates])
+        plan = replace(plan, metric=metric, metric_choice=f"kept {metric}: its labels explain more of the "
+                                                          f"target's intensities (correlation ratio {fits})")
     image = resample_image(sitk.Cast(atlas.image, sitk.sitkFloat32), target, result.transform)
-    return PropagatedAtlas(atlas.name, result, labels, image)
+    return PropagatedAtlas(atlas.name, result, labels, image, plan)
 
 
 def atlas_mask(atlas: Atlas, margin_mm: float) -> sitk.Image:
@@ -147,35 +227,52 @@ def atlas_mask(atlas: Atlas, margin_mm: float) -> sitk.Image:
 
 
 def _propagate_in_workers(target, atlases, options, workers, progress, cancel, target_name) -> list[PropagatedAtlas]:
-    """Run :func:`propagate_atlas` for each atlas in a process pool; progress advances as atlases finish."""
+    """Run :func:`propagate_atlas` for each atlas in a process pool; progress advances as atlases finish.
+
+    Workers ignore Ctrl-C (the terminal sends it to the whole process group): the parent alone handles it and
+    terminates them, so an interrupted run ends with one message instead of a traceback per worker.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a multi-threaded ITK process
-    results: dict[int, PropagatedAtlas] = {}
     report(progress, 0.0, f"registering {len(atlases)} atlases with {workers} workers", cancel)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: dict[Future, int] = {
-            pool.submit(_worker, target, atlas, options, threads, target_name): number
-            for number, atlas in enumerate(atlases)}
-        try:
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                if cancel is not None and cancel.cancelled:
-                    raise CancelledError("atlas segmentation cancelled by the user")
-                for future in done:
-                    results[pending.pop(future)] = future.result()
-                    report(progress, len(results) / len(atlases),
-                           f"{len(results)}/{len(atlases)} atlases registered", cancel)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pool = _worker_pool(context, workers, threads)
+    try:
+        pending = {number: pool.apply_async(propagate_atlas, (target, atlas, options, None, None, target_name))
+                   for number, atlas in enumerate(atlases)}
+        results: dict[int, PropagatedAtlas] = {}
+        while pending:
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError("atlas segmentation cancelled by the user")
+            pending[next(iter(pending))].wait(0.5)
+            for number in [n for n, job in pending.items() if job.ready()]:
+                results[number] = pending.pop(number).get()  # re-raises a worker's error here
+                report(progress, len(results) / len(atlases),
+                       f"{len(results)}/{len(atlases)} atlases registered", cancel)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return [results[number] for number in range(len(atlases))]
 
 
-def _worker(target: sitk.Image, atlas: Atlas, options: RegistrationOptions, threads: int,
-            target_name: str) -> PropagatedAtlas:
+def _worker_pool(context, workers: int, threads: int):
+    """A process pool whose workers ignore SIGINT from their first instruction: they are started while the
+    parent ignores it (an ignored signal stays ignored in the new interpreter), then the parent's handler
+    returns. Setting it in the initializer alone would leave a window during the workers' imports."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:
+        return context.Pool(workers, initializer=_start_worker, initargs=(threads,))
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _start_worker(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    return propagate_atlas(target, atlas, options, target_name=target_name)
 
 
 def _merged_tables(atlases: Sequence[Atlas]) -> LabelTable:

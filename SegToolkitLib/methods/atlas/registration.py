@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,11 @@ METRICS = ("mi", "correlation")
 INITIALISATIONS = ("geometry", "moments", "axes", "none")
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat")
 MIN_OVERLAP_FRACTION = 0.02  # of the fixed image's extent that must land inside the moving image
+MIN_SIZE = 4  # voxels per axis
+# ITK's Mattes mutual information keeps derivative buffers per B-spline parameter and thread: measured about
+# 165 kB per parameter on 2 threads (a 256 x 256 x 13 cardiac stack at a 25 mm grid, 11 913 parameters, peaked
+# at 2.2 GB). The finest control grid is coarsened until it has at most this many parameters (~0.6 GB).
+MAX_BSPLINE_PARAMETERS = 3000
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,22 @@ def register(fixed: sitk.Image, moving: sitk.Image, transform: str = "affine", p
     stages_to_run = ["rigid"] + (["affine"] if transform != "rigid" else []) + \
         ([transform] if transform in ("deformable", "diffeomorphic") else [])
     weights = {"rigid": 1.0, "affine": 1.0, "deformable": 4.0, "diffeomorphic": 3.0}
-    total = sum(weights[name] for name in stages_to_run)
 
     start = time.perf_counter()
     initial = initial_transform(fixed, moving, init)
     check_overlap(fixed, moving, initial, fixed_name, moving_name, init)
     stages = [StageResult("initialisation", time.perf_counter() - start, float("nan"))]
+    with _ctrl_c_stops_itk(cancel) as cancel:
+        composite = _run_stages(stages_to_run, weights, fixed, moving, initial, settings, metric, fixed_mask,
+                                moving_mask, stages, progress, cancel, fixed_name, moving_name)
+    report(progress, 1.0, "registration done", cancel)
+    return RegistrationResult(composite, stages)
+
+
+def _run_stages(stages_to_run, weights, fixed, moving, initial, settings, metric, fixed_mask, moving_mask, stages,
+                progress, cancel, fixed_name, moving_name) -> sitk.CompositeTransform:
+    """Each stage in turn from the previous one's result; appends a :class:`StageResult` per stage."""
+    total = sum(weights[name] for name in stages_to_run)
     linear: sitk.Transform = initial
     composite = sitk.CompositeTransform(fixed.GetDimension())
     done = 0.0
@@ -140,8 +157,45 @@ def register(fixed: sitk.Image, moving: sitk.Image, transform: str = "affine", p
                 composite.AddTransform(local)
         stages.append(StageResult(name, time.perf_counter() - start, value, iterations))
         done += weights[name]
-    report(progress, 1.0, "registration done", cancel)
-    return RegistrationResult(composite, stages)
+    return composite
+
+
+class _LinkedToken(CancelToken):
+    """Cancelled by its own :meth:`cancel` (Ctrl-C) or by the caller's token."""
+
+    def __init__(self, parent: CancelToken | None) -> None:
+        super().__init__()
+        self._parent = parent
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or (self._parent is not None and self._parent.cancelled)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise CancelledError("registration cancelled by the user")
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops_itk(cancel: CancelToken | None) -> Iterator[CancelToken | None]:
+    """Ctrl-C while ITK runs would raise inside ITK's Python callbacks (ITK prints that traceback and fails
+    with its own error). In the main thread Ctrl-C instead stops the optimiser at its next iteration and
+    :class:`KeyboardInterrupt` is raised once ITK has returned, so the command line ends with its one line."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield cancel
+        return
+    token = _LinkedToken(cancel)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: token.cancel())
+    try:
+        yield token
+    except BaseException:
+        if not token.cancelled or (cancel is not None and cancel.cancelled):
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if token.cancelled and not (cancel is not None and cancel.cancelled):
+        raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -159,11 +213,24 @@ def _checked_pair(fixed: sitk.Image, moving: sitk.Image, fixed_name: str,
     if fixed.GetDimension() != moving.GetDimension():
         raise InputError(f"{moving_name}: is {moving.GetDimension()}D but {fixed_name} is {fixed.GetDimension()}D; "
                          "both images must have the same dimension")
-    for image, name in ((fixed, fixed_name), (moving, moving_name)):
-        if min(image.GetSize()) < 4:
-            raise InputError(f"{name}: size {image.GetSize()} is too small to register (at least 4 voxels along "
-                             "every axis are needed)")
+    check_registrable(fixed, fixed_name)
+    check_registrable(moving, moving_name)
     return sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
+
+
+def check_registrable(image: sitk.Image, name: str) -> None:
+    """Raise :class:`InputError` for images no metric can be computed on: fewer than
+    :data:`MIN_SIZE` voxels along an axis, non-finite values, or one constant value everywhere."""
+    if min(image.GetSize()) < MIN_SIZE:
+        raise InputError(f"{name}: size {image.GetSize()} is too small to register (at least {MIN_SIZE} voxels "
+                         "along every axis are needed)")
+    array = sitk.GetArrayViewFromImage(image)
+    low, high = float(np.min(array)), float(np.max(array))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{name}: holds NaN or infinite values; fix or mask them before registering")
+    if low == high:
+        raise InputError(f"{name}: every voxel has the value {low:g} (a constant image has nothing to align); "
+                         "check that the right file was given")
 
 
 def _checked_mask(mask: sitk.Image | None, image: sitk.Image, what: str, image_name: str) -> sitk.Image | None:
@@ -203,15 +270,18 @@ def check_overlap(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transfo
 
 @contextlib.contextmanager
 def _translated_errors(fixed_name: str, moving_name: str, stage: str) -> Iterator[None]:
-    """Turn ITK's 'too few samples' failures into an :class:`InputError` with a hint."""
+    """Turn ITK's failures into an :class:`InputError`: 'too few samples' with a hint, others with ITK's reason."""
     try:
         yield
     except RuntimeError as error:
-        if "samples" not in str(error) and "outside" not in str(error):
-            raise
-        raise InputError(f"{moving_name}: lost its overlap with {fixed_name} during the {stage} stage (too few "
-                         "valid metric samples); try --init moments, masks, or align the images roughly by hand "
-                         "first") from None
+        text = str(error)
+        if "samples" in text or "outside" in text:
+            raise InputError(f"{moving_name}: lost its overlap with {fixed_name} during the {stage} stage (too "
+                             "few valid metric samples); try --init moments, masks, or align the images roughly "
+                             "by hand first") from None
+        reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "unknown")
+        raise InputError(f"{moving_name}: the {stage} registration onto {fixed_name} failed in ITK "
+                         f"({reason[:200]}); check that both images show the same anatomy") from None
 
 
 # ----------------------------------------------------------------------------------------- initialisation
@@ -345,8 +415,7 @@ def _bspline_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform
     """Cubic B-spline free-form deformation on top of ``linear``, its mesh doubled at every finer level."""
     levels = len(settings.shrink_factors)
     extent = [(size - 1) * spacing for size, spacing in zip(fixed.GetSize(), fixed.GetSpacing())]
-    coarse_grid = settings.bspline_grid_mm * 2 ** (levels - 1)
-    mesh = [max(1, int(math.ceil(length / coarse_grid))) for length in extent]
+    mesh = _coarse_mesh(extent, settings.bspline_grid_mm, levels)
     bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     method = _method(fixed, settings.shrink_factors, settings.smoothing_sigmas_mm, settings.bspline_samples, metric,
                      fixed_mask, moving_mask, smooth_by_largest_spacing=True)
@@ -358,6 +427,18 @@ def _bspline_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform
     method.Execute(fixed, moving)
     _raise_if_cancelled(cancel)
     return bspline, float(method.GetMetricValue()), int(method.GetOptimizerIteration())
+
+
+def _coarse_mesh(extent: list[float], grid_mm: float, levels: int) -> list[int]:
+    """B-spline mesh of the coarsest level (doubled at each finer one) for a finest spacing of ``grid_mm``,
+    coarsened until the finest level has at most :data:`MAX_BSPLINE_PARAMETERS` parameters."""
+    coarse_grid = grid_mm * 2 ** (levels - 1)
+    while True:
+        mesh = [max(1, int(math.ceil(length / coarse_grid))) for length in extent]
+        finest = [cells * 2 ** (levels - 1) + 3 for cells in mesh]  # a cubic B-spline adds 3 control points
+        if int(np.prod(finest)) * len(extent) <= MAX_BSPLINE_PARAMETERS or max(mesh) == 1:
+            return mesh
+        coarse_grid *= 1.2
 
 
 def _demons_stage(fixed: sitk.Image, moving: sitk.Image, linear: sitk.Transform, settings: Preset, progress,

@@ -50,7 +50,28 @@ def seed_indices(image: sitk.Image, seeds: Iterable[Point], ijk: bool = False, r
         if len(seed) != dimension:
             raise InputError(f"{what} {_fmt(seed)}: has {len(seed)} coordinates but the image is {dimension}D; "
                              f"give {dimension} values ({'X,Y,Z' if dimension == 3 else 'X,Y'})")
-    return seeds_to_indices(image, seeds, ijk=ijk, ras=ras, what=what)
+    try:
+        return seeds_to_indices(image, seeds, ijk=ijk, ras=ras, what=what)
+    except InputError as error:
+        hint = _coordinate_hint(image, seeds, ijk, ras)
+        if hint:
+            raise InputError(f"{error}; {hint}") from None
+        raise
+
+
+def _coordinate_hint(image: sitk.Image, seeds: Sequence[Point], ijk: bool, ras: bool) -> str:
+    """A suggestion when seeds outside the image would all lie inside it read as RAS (or as LPS)."""
+    if ijk or not seeds or image.GetDimension() < 2:
+        return ""
+    flipped = [(-seed[0], -seed[1], *seed[2:]) for seed in seeds]  # RAS <-> LPS
+    try:
+        seeds_to_indices(image, flipped)
+    except InputError:
+        return ""
+    if ras:
+        return "read as LPS (without --ras) they lie inside the image: were they given in LPS?"
+    return ("read as RAS they lie inside the image: if you copied them from Slicer (which shows RAS), "
+            "add --ras")
 
 
 def check_range(lower: float | None, upper: float | None) -> None:

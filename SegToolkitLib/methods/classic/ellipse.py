@@ -3,9 +3,10 @@ ultrasound, a vessel wall), and the moment ellipse of a region.
 
 The ridge fit casts rays from the seed, keeps the strongest brightness maxima along each ray as candidates, and
 fits an ellipse by RANSAC (five candidates on five random rays per trial, scored by the number of rays that have a
-candidate near the ellipse), then refines it by least squares on the inliers. The returned ellipse lies on the
-outer part of the ridge (half-way from its crest to where it has fallen half-way to the outside level), where a
-reader draws the outline of a skull.
+candidate near the ellipse), then refines it by least squares on the inliers whose ridge is at least half as
+strong as their median (weak maxima where the skull runs along the beam are often misplaced). The returned
+ellipse lies on the outer part of the ridge (half-way from its crest to where it has fallen half-way to the outside
+level), where a reader draws the outline of a skull.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TRIALS = 300
 MIN_RADIUS_PX = 6
 MAX_AXIS_RATIO = 2.5
 STRONG_RIDGE = 0.3  # candidate maxima reach this share of the ray's strongest ridge
+WEAK_RIDGE = 0.5
 OUTER_FLANK_SHARE = 0.5  # place the outline half-way down the outer half of the ridge (outer part of a skull)
 
 
@@ -91,7 +93,7 @@ def fit_ridge_ellipse(image: np.ndarray, seed: tuple[float, float], sigma: float
     if best is None:
         return None
     for _ in range(3):  # least-squares refinement on the inlier points
-        inliers = _inliers(best, seed, angles, radii, candidates)
+        inliers = _strong(_inliers(best, seed, angles, radii, candidates), ridges)
         refined = _fit_conic(np.array([_point(seed, angles[r], radii[k]) for r, k in inliers])) \
             if len(inliers) >= 6 else None
         if refined is None or not _plausible(refined, seed, smoothed.shape):
@@ -134,9 +136,11 @@ def _ridge_candidates(profile: np.ndarray) -> np.ndarray:
     peaks = peaks[peaks >= MIN_RADIUS_PX]
     if peaks.size == 0:
         return peaks
-    # the nearest clear ridges: a skull encloses the seed before the tissue around it
     strong = peaks[valid[peaks] >= STRONG_RIDGE * valid[peaks].max()]
-    return strong[:CANDIDATES_PER_RAY]
+    # the strongest clear ridges, nearest first: the skull is the brightest echo, while the brain inside a large
+    # head can show more than CANDIDATES_PER_RAY weaker ridges before it
+    strongest = np.sort(strong[np.argsort(-valid[strong], kind="stable")[:CANDIDATES_PER_RAY]])
+    return strongest
 
 
 def _point(seed, angle: float, radius: float) -> tuple[float, float]:
@@ -212,6 +216,16 @@ def _inliers(ellipse: Ellipse, seed, angles, radii, candidates) -> list[tuple[in
         if gaps[nearest] <= max(2.0, 0.03 * distances[ray]):
             found.append((ray, int(options[nearest])))
     return found
+
+
+def _strong(inliers: list[tuple[int, int]], ridges: np.ndarray) -> list[tuple[int, int]]:
+    """The inliers whose ridge is at least WEAK_RIDGE of the inliers' median strength (echo dropout where the skull
+    runs along the beam gives weak, misplaced maxima)."""
+    if not inliers:
+        return inliers
+    strengths = np.array([ridges[ray, sample] for ray, sample in inliers])
+    keep = strengths >= WEAK_RIDGE * float(np.median(strengths))
+    return [pair for pair, kept in zip(inliers, keep) if kept]
 
 
 def _ray_exit_distance(ellipse: Ellipse, seed, angles: np.ndarray) -> np.ndarray:

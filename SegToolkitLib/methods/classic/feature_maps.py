@@ -88,3 +88,28 @@ def region_probability(image: sitk.Image, lower: float, upper: float, softness: 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+SEED_NEIGHBOURHOOD_MM = 5.0
+UNLIKE_NEIGHBOURHOOD_SD = 3.0
+
+
+def seed_warnings(image: sitk.Image, seeds: Sequence[Index], radius_mm: float = SEED_NEIGHBOURHOOD_MM) -> list[str]:
+    """Warnings for seeds (voxel indices) that lie in tissue unlike their neighbourhood: a seed on a small bright
+    spot, a vessel or an edge, whose value is more than 3 robust SDs from the median within ``radius_mm``."""
+    array = array_of(image)
+    floor = _intensity_floor(image)
+    warnings = []
+    for seed in seeds:
+        centre = tuple(int(v) for v in seed[::-1])
+        box = tuple(slice(max(c - 1, 0), c + 2) for c in centre)
+        value = float(np.median(array[box]))  # the voxel and its direct neighbours: noise alone does not warn
+        around = ball_values(image, [seed], radius_mm).astype(np.float64)
+        median = float(np.median(around))
+        spread = max(1.4826 * float(np.median(np.abs(around - median))), floor)
+        if abs(value - median) > UNLIKE_NEIGHBOURHOOD_SD * spread:
+            warnings.append(f"the seed at voxel {tuple(int(v) for v in seed)} has value {value:.4g}, unlike its "
+                            f"surroundings ({median:.4g} ± {spread:.3g} within {radius_mm:g} mm): it may lie on "
+                            "an edge or a small structure; move it into the middle of the structure if the result "
+                            "is wrong")
+    return warnings

@@ -62,13 +62,15 @@ def connected_threshold(image: sitk.Image, seeds: Sequence[Point], lower: float 
                         upper: float | None = None, *, ijk: bool = False, ras: bool = False,
                         denoised: bool | None = None, cleanup: bool = True, range_k: float = DEFAULT_RANGE_K,
                         geometry: str = "auto", progress: ProgressCallback | None = None,
-                        cancel: CancelToken | None = None) -> sitk.Image:
+                        cancel: CancelToken | None = None, details: dict | None = None) -> sitk.Image:
     """Voxels connected to the seeds whose intensity lies in ``[lower, upper]`` (uint8 mask).
 
     ``denoised`` (median pre-filter) defaults to True when a bound comes from the image and False for an explicit
     range. A missing bound comes from the image (see the module docstring): in ``"3d"`` geometry from the seed
     neighbourhood (median ± ``range_k`` robust SDs within 5 mm), refined once from the grown region; in ``"slices"``
-    geometry (``"auto"`` picks it for thick-slice stacks) from a local Otsu threshold per slice.
+    geometry (``"auto"`` picks it for thick-slice stacks) from a local Otsu threshold per slice. A ``details`` dict
+    receives what was used: ``lower``/``upper`` (the range; ``None`` where a per-slice threshold decided) and
+    ``seed_values``.
     """
     if geometry not in GEOMETRIES:
         raise InputError(f"growing geometry {geometry!r}: choose one of {', '.join(GEOMETRIES)}")
@@ -82,17 +84,18 @@ def connected_threshold(image: sitk.Image, seeds: Sequence[Point], lower: float 
         image = scalar_float_image(image)
         try:
             return _connected(image, seeds, lower, upper, ijk, ras, denoised, cleanup, range_k, geometry, progress,
-                              cancel)
+                              cancel, details)
         except InputError:
             check_values(image)
             raise
     return _connected(checked_float_image(image), seeds, lower, upper, ijk, ras, denoised, cleanup, range_k,
-                      geometry, progress, cancel)
+                      geometry, progress, cancel, details)
 
 
 def _connected(image: sitk.Image, seeds: Sequence[Point], lower: float | None, upper: float | None, ijk: bool,
                ras: bool, denoised: bool, cleanup: bool, range_k: float, geometry: str,
-               progress: ProgressCallback | None, cancel: CancelToken | None) -> sitk.Image:
+               progress: ProgressCallback | None, cancel: CancelToken | None,
+               details: dict | None = None) -> sitk.Image:
     indices = seed_indices(image, seeds, ijk, ras)
     report(progress, 0.05, "preparing", cancel)
     work = denoise(image) if denoised else image
@@ -101,6 +104,8 @@ def _connected(image: sitk.Image, seeds: Sequence[Point], lower: float | None, u
     if geometry == "slices":
         if image.GetDimension() != 3:
             raise InputError("slice-by-slice growing needs a 3D image; use geometry '3d' for 2D images")
+        if details is not None:
+            details.update(lower=lower, upper=upper, seed_values=_seed_values(image, indices), geometry="slices")
         return _grow_slices(work, indices, lower, upper, cleanup, progress, cancel)
     auto_low, auto_high = seed_range(work, indices, SEED_NEIGHBOURHOOD_MM, range_k) \
         if lower is None or upper is None else (lower, upper)
@@ -109,9 +114,30 @@ def _connected(image: sitk.Image, seeds: Sequence[Point], lower: float | None, u
     check_range(low, high)
     grown = _grow_once(work, indices, low, high, cleanup, progress, cancel)
     if cleanup and lower is None and upper is None:
-        grown = _refine_from_region(work, indices, grown, progress, cancel)
+        grown, (low, high) = _refine_from_region(work, indices, grown, progress, cancel)
+    if details is not None:
+        details.update(lower=low, upper=high, seed_values=_seed_values(image, indices))
     report(progress, 1.0, "done")
     return grown
+
+
+def estimate_intensity_range(image: sitk.Image, indices: Sequence[Sequence[int]],
+                             range_k: float = DEFAULT_RANGE_K) -> tuple[float, float, np.ndarray]:
+    """The intensity range one click on ``image`` stands for (voxel ``indices``), as ``grow`` derives it.
+
+    The seed neighbourhood's median ± ``range_k`` robust SDs (5 mm, median-filtered image) grows a first region;
+    its median ± 3 robust SDs is the range. Returns (lower, upper, that region as a bool array in z, y, x order).
+    """
+    work = denoise(checked_float_image(image))
+    low, high = seed_range(work, indices, SEED_NEIGHBOURHOOD_MM, range_k)
+    grown = _grow_once(work, indices, low, high, True, None, None)
+    grown, (low, high) = _refine_from_region(work, indices, grown, None, None)
+    return low, high, np.array(array_of(grown), dtype=bool)
+
+
+def _seed_values(image: sitk.Image, indices: Sequence[Sequence[int]]) -> list[float]:
+    values = array_of(image)
+    return [float(values[tuple(reversed(index))]) for index in indices]
 
 
 def is_thick_slice_stack(image: sitk.Image) -> bool:
@@ -137,20 +163,22 @@ def _grow_once(work: sitk.Image, indices, low: float, high: float, cleanup: bool
     return grown
 
 
-def _refine_from_region(work: sitk.Image, indices, grown: sitk.Image, progress, cancel) -> sitk.Image:
+def _refine_from_region(work: sitk.Image, indices, grown: sitk.Image, progress,
+                        cancel) -> tuple[sitk.Image, tuple[float, float]]:
     """Grow again with the range of the first region (median ± 3 robust SDs); keep the first result when the second
-    one fails or more than doubles (a leak)."""
+    one fails or more than doubles (a leak). Returns the region and the range it was grown with."""
     values = array_of(work)[array_of(grown) != 0].astype(np.float64)
     centre = float(np.median(values))
     spread = max(1.4826 * float(np.median(np.abs(values - centre))), 1e-6)
     low, high = centre - REFINED_RANGE_K * spread, centre + REFINED_RANGE_K * spread
+    first_range = (float(values.min()), float(values.max()))
     report(progress, 0.75, f"refining the range to [{low:.4g}, {high:.4g}]", cancel)
     try:
         refined = _grow_once(work, indices, low, high, True, None, cancel)
     except InputError:
-        return grown
+        return grown, first_range
     first, second = int(np.count_nonzero(array_of(grown))), int(np.count_nonzero(array_of(refined)))
-    return refined if second <= 2 * first else grown
+    return (refined, (low, high)) if second <= 2 * first else (grown, first_range)
 
 
 def confidence_connected(image: sitk.Image, seeds: Sequence[Point], *, multiplier: float = 2.5,
@@ -538,9 +566,11 @@ def grow(image: sitk.Image, seeds: Sequence[Point] = (), method: str = "connecte
          background_seeds: Sequence[Point] = (), labelled_seeds: Mapping[int, Sequence[Point]] | None = None,
          seed_map: sitk.Image | None = None, mask: sitk.Image | None = None, lower: float | None = None,
          upper: float | None = None, geometry: str = "auto", ijk: bool = False, ras: bool = False,
-         progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> sitk.Image:
+         progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+         details: dict | None = None) -> sitk.Image:
     """One entry point for the three growing methods (what ``segtoolkit grow`` runs); returns a label image.
-    ``geometry`` (connected only): "auto", "3d" or "slices" (see the module docstring)."""
+    ``geometry`` (connected only): "auto", "3d" or "slices" (see the module docstring). ``details`` (connected
+    only) receives the intensity range used and the seed values."""
     if method not in METHODS:
         raise InputError(f"growing method {method!r}: choose one of {', '.join(METHODS)}")
     if method == "competitive":
@@ -561,7 +591,7 @@ def grow(image: sitk.Image, seeds: Sequence[Point] = (), method: str = "connecte
         result = confidence_connected(image, seeds, ijk=ijk, ras=ras, progress=progress, cancel=cancel)
     else:
         result = connected_threshold(image, seeds, lower, upper, ijk=ijk, ras=ras, geometry=geometry,
-                                     progress=progress, cancel=cancel)
+                                     progress=progress, cancel=cancel, details=details)
     if mask is not None:
         check_same_grid(mask, image, "mask", "image")
         result = sitk.Mask(result, sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8))

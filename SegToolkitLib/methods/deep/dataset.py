@@ -19,14 +19,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from ...errors import InputError
-from ...io import LabelTable, read_image
+from ...io import LabelTable, check_same_grid, read_image
 from ...io.atomic import compound_suffix
-from ...io.json_files import read_json
+from ...io.json_files import interpreting, read_json, require
 
 DEFAULT_IGNORE_LABEL = 255
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -71,9 +72,8 @@ class Dataset:
                 raise InputError(f"{path}: has several values per voxel; give each channel as its own file")
         images = [sitk.Cast(primary, sitk.sitkFloat32)] + [_onto_grid(image, primary) for image in images[1:]]
         label_image = read_image(case.label)
-        if label_image.GetSize() != primary.GetSize():
-            raise InputError(f"{case.label}: label size {label_image.GetSize()} differs from image size "
-                             f"{primary.GetSize()} of {case.images[0]}")
+        # the whole grid, not only the size: a label map shifted or scaled against its image teaches wrong outlines
+        check_same_grid(label_image, primary, str(case.label), f"its image {case.images[0].name}")
         labels = sitk.GetArrayFromImage(label_image)
         if np.issubdtype(labels.dtype, np.floating) and np.any(labels != np.round(labels)):
             raise InputError(f"{case.label}: label map has non-integer values")
@@ -101,19 +101,28 @@ def is_ct_name(text: str) -> bool:
     return bool(re.search(r"(^|[^a-z])ct([^a-z]|$)", text.lower()))
 
 
-def load_dataset(folder: Path | str, ignore_label: int | None = None) -> Dataset:
-    """Read a dataset folder in either accepted layout; raise :class:`InputError` when it is empty or broken."""
+LAYOUT_HELP = ("DATA is a folder with images/<case>.nii.gz, labels/<case>.nii.gz (same grid as the image; 0 = "
+               "background) and dataset.json naming the labels ({\"labels\": {\"1\": \"liver\"}}); extra "
+               "channels as images/<case>_0001.nii.gz; or nnU-Net's imagesTr/<case>_0000.nii.gz, labelsTr/ and "
+               "dataset.json")
+
+
+def load_dataset(folder: Path | str, ignore_label: int | None = None, exclude: Sequence[str] = ()) -> Dataset:
+    """Read a dataset folder in either accepted layout; raise :class:`InputError` when it is empty or broken.
+
+    Cases named in ``exclude`` are left out (held out for testing)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: dataset folder not found")
     if not (folder / "imagesTr").is_dir() and not (folder / "images").is_dir():
-        raise InputError(f"{folder}: not a dataset folder; it needs images/ and labels/ (or nnU-Net's imagesTr/ "
-                         "and labelsTr/) and a dataset.json")
+        raise InputError(f"{folder}: not a dataset folder; {LAYOUT_HELP}")
     meta = _read_json(folder / "dataset.json")
-    if (folder / "imagesTr").is_dir():
-        dataset = _load_nnunet(folder, meta, ignore_label)
-    else:
-        dataset = _load_simple(folder, meta, ignore_label)
+    with interpreting(folder / "dataset.json", "dataset description", "see the layout in 'segtoolkit train --help'"):
+        if (folder / "imagesTr").is_dir():
+            dataset = _load_nnunet(folder, meta, ignore_label)
+        else:
+            dataset = _load_simple(folder, meta, ignore_label)
+    dataset.cases = _without(dataset.cases, exclude, folder)
     if not dataset.cases:
         raise InputError(f"{folder}: dataset holds no cases with both an image and a label map")
     counts = {len(case.images) for case in dataset.cases}
@@ -121,6 +130,16 @@ def load_dataset(folder: Path | str, ignore_label: int | None = None) -> Dataset
         raise InputError(f"{folder}: cases have different numbers of channels ({sorted(counts)}); every case needs "
                          "the same channels")
     return dataset
+
+
+def _without(cases: list[Case], exclude: Sequence[str], folder: Path) -> list[Case]:
+    """``cases`` without those named in ``exclude`` (every name must be a case of the dataset)."""
+    names = {case.name for case in cases}
+    unknown = sorted(set(exclude) - names)
+    if unknown:
+        raise InputError(f"{folder}: cannot exclude {', '.join(unknown)}: no such case (cases: "
+                         f"{', '.join(sorted(names)[:10])}{' ...' if len(names) > 10 else ''})")
+    return [case for case in cases if case.name not in set(exclude)]
 
 
 def _read_json(path: Path) -> dict:
@@ -195,6 +214,8 @@ def _load_simple(folder: Path, meta: dict, ignore_label: int | None) -> Dataset:
 
 def _case_from_entry(folder: Path, entry: dict) -> Case | None:
     """A case from a ``cases`` entry of dataset.json (None when it has no label)."""
+    require(isinstance(entry, dict), f"each entry of \"cases\" must be an object with \"image\" and \"label\", "
+            f"not {entry!r:.40}")
     if not entry.get("label"):
         return None
     images = [folder / entry["image"]] + [folder / path for path in (entry.get("extra_images") or {}).values()]

@@ -27,12 +27,9 @@ training labels (``postprocessing`` in model.json) and works inside each label's
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
-import os
 import time
-import warnings
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -44,11 +41,19 @@ import SimpleITK as sitk
 from ...errors import InputError
 from ...io import LabelMap
 from ...progress import CancelToken, ProgressCallback, report
+from .backends import (
+    WINDOW_BATCH,
+    bf16_supported,
+    cached_openvino_xml,
+    compile_for_cpu,
+    convert_to_openvino,
+    read_openvino,
+    resolve_device,
+)
 from .dataset import _onto_grid
-from .model_package import WEIGHTS, DeepModel, load_model
+from .model_package import DeepModel, int8_path, int8_ready, load_model, weights_sha256
 from .planning import training_memory_bytes
 from .preprocessing import plan_grid, preprocess_images, resample, same_grid
-from .quantization import int8_ready
 
 BACKENDS = ("auto", "torch", "torch-bf16", "openvino", "openvino-int8")
 UNCERTAINTY_METHODS = ("entropy", "disagreement")
@@ -56,7 +61,6 @@ OVERLAP = 0.5
 # Converting (about 6 s, cached) costs about 16 fp32 or 32 bf16 windows of the same network: it pays off within
 # the first image or two of that size.
 OPENVINO_MIN_WINDOWS = 16
-WINDOW_BATCH = 2  # 3D windows handed to the network at a time (2D: twice as many)
 SLAB_VOXELS = 1 << 22  # input-grid voxels resampled at a time when mapping results back
 
 
@@ -117,8 +121,6 @@ def choose_backend(backend: str, device: str, windows: int = 0, converted: bool 
                    int8: bool = False) -> str:
     """The backend to run: the user's choice (checked), or for ``auto`` the fastest whose labels agree with fp32:
     the model's checked int8 network (``int8``), else OpenVINO f32 when it pays off, else torch."""
-    from .training import bf16_supported
-
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     openvino = device == "cpu" and importlib.util.find_spec("openvino") is not None
@@ -147,8 +149,6 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
     (``postprocessing`` in model.json: the labels that were one solid piece in every training case).
     ``uncertainty_method``: ``entropy`` of the class probabilities, or ``disagreement`` between the TTA passes
     (needs ``tta``)."""
-    from .training import resolve_device
-
     start = time.perf_counter()
     if not isinstance(model, DeepModel):
         model = load_model(model, resolve_device(device))
@@ -328,10 +328,6 @@ def _roi(plan: dict) -> list[int]:
     return [1] + window if plan["configuration"] == "2d" else window
 
 
-def cache_folder() -> Path:
-    return Path(os.environ.get("SEGTOOLKIT_CACHE", Path.home() / ".cache" / "segtoolkit"))
-
-
 def openvino_network(model: DeepModel, window: list[int]):
     """The network compiled by OpenVINO for one window shape, as a callable on torch tensors (batch of windows).
     Conversion takes seconds, so the converted model is cached on disk, keyed by the weights and the window shape;
@@ -346,96 +342,24 @@ def openvino_network(model: DeepModel, window: list[int]):
 
 def int8_network(model: DeepModel):
     """The model's int8 network (see :mod:`.quantization`) compiled for the CPU, kept with the loaded model."""
-    import openvino as ov
     import torch
-
-    from .quantization import int8_path
 
     key = ("openvino-int8", torch.get_num_threads())
     if key not in model.runtime:
-        path = int8_path(model)
-        try:
-            converted = ov.Core().read_model(str(path))
-        except RuntimeError as error:
-            raise InputError(f"{path}: corrupt int8 network ({str(error).splitlines()[-1][:120]}); run "
-                             "'segtoolkit quantize' again or predict with --backend openvino") from None
+        converted = read_openvino(int8_path(model), "run 'segtoolkit quantize' again or predict with --backend "
+                                  "openvino")
         model.runtime[key] = compile_for_cpu(converted)
     return model.runtime[key]
 
 
 def openvino_model(model: DeepModel, window: list[int]):
     """The network converted to an OpenVINO model for one window shape (read from the cache when it is there)."""
-    import openvino as ov
-    import torch
-
-    xml = _openvino_xml(model, window)
-    if xml.is_file():
-        converted = ov.Core().read_model(str(xml))
-    else:
-        with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(model.network.eval(), example_input=torch.zeros(window))
-        xml.parent.mkdir(parents=True, exist_ok=True)
-        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
-        ov.save_model(converted, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp, xml)
-    converted.reshape(window)  # the conversion keeps dynamic dimensions; the window is fixed
-    return converted
-
-
-def compile_for_cpu(converted):
-    """Compile an OpenVINO model for the CPU with torch's thread count; a callable on a batch of torch windows."""
-    import openvino as ov
-    import torch
-
-    # f32 explicitly: OpenVINO's default on CPUs with AVX-512 bf16 (bf16) was slower for these U-Nets (instance
-    # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels. An int8
-    # network keeps its quantized layers in int8 under this hint.
-    # Two streams run two windows at once, one core each: 0.136 s per window in predict on 2 cores, against
-    # 0.163 s for one window at a time on both cores (the sliding window hands over WINDOW_BATCH windows at once).
-    threads = torch.get_num_threads()
-    streams = max(1, min(WINDOW_BATCH, threads))
-    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams,
-                                                          "INFERENCE_PRECISION_HINT": "f32"})
-    queue = ov.AsyncInferQueue(compiled, streams)
-
-    def run(windows):
-        outputs = [None] * windows.shape[0]
-
-        def keep(request, index):
-            outputs[index] = torch.from_numpy(request.get_output_tensor(0).data.copy())
-
-        queue.set_callback(keep)
-        for index in range(windows.shape[0]):
-            queue.start_async([windows[index:index + 1].float().numpy()], index)
-        queue.wait_all()
-        return torch.cat(outputs)
-
-    return run
-
-
-def weights_sha256(model: DeepModel) -> str:
-    """SHA-256 of the model's weights file, computed once per loaded model."""
-    if "weights_sha256" not in model.runtime:
-        weights = model.folder / model.meta.get("weights", WEIGHTS)
-        model.runtime["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return model.runtime["weights_sha256"]
+    return convert_to_openvino(model.network, window, weights_sha256(model))
 
 
 def _openvino_xml(model: DeepModel, window: list[int]) -> Path:
     """Where the converted network for this model and window shape is cached."""
-    key = repr((weights_sha256(model), window, _openvino_version(), "f32 weights"))
-    return cache_folder() / "openvino" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.xml"
-
-
-def _openvino_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("openvino")
-    except PackageNotFoundError:
-        return ""
+    return cached_openvino_xml(weights_sha256(model), window)
 
 
 def _window_count(shape: Sequence[int], roi: Sequence[int], step: float = OVERLAP) -> int:

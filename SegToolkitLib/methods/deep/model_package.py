@@ -10,6 +10,7 @@ Training checkpoints (``checkpoint/``) use the same formats: safetensors + JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,13 +19,15 @@ from pathlib import Path
 
 from ...errors import InputError
 from ...io import LabelTable, write_text_atomic
-from ...io.json_files import read_json
+from ...io.json_files import interpreting, read_json, require
+from .backends import publish
 
 MODEL_FORMAT = "segtoolkit-deep-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint"
+INT8_FILE = "network-int8.xml"
 REQUIRED_KEYS = ("labels", "class_values", "channels", "plan", "network")
 
 
@@ -69,7 +72,7 @@ def save_model(folder: Path | str, network, meta: dict) -> Path:
     document = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **meta, "weights": WEIGHTS}
     tmp = folder / f".{WEIGHTS}.tmp"
     save_weights(network, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
+    publish(tmp, folder / WEIGHTS)
     write_text_atomic(folder / MODEL_JSON, json.dumps(document, indent=1) + "\n")
     return folder
 
@@ -93,9 +96,65 @@ def read_model_json(folder: Path | str) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
         raise InputError(f"{path}: incomplete model description (missing {', '.join(missing)})")
-    if len(meta["class_values"]) != meta["network"].get("out_channels"):
-        raise InputError(f"{path}: class_values and the network's output channels disagree")
+    with interpreting(path, "model description", "re-train or copy the model again"):
+        require(isinstance(meta["network"], dict) and isinstance(meta["plan"], dict), "network and plan must be "
+                "objects")
+        require(isinstance(meta["class_values"], list) and all(isinstance(v, int) for v in meta["class_values"]),
+                "class_values must be a list of label values")
+        require(isinstance(meta["channels"], list) and len(meta["channels"]) > 0, "channels must be a list")
+        LabelTable.from_mapping(meta["labels"], str(path))
+        if len(meta["class_values"]) != meta["network"].get("out_channels"):
+            raise InputError(f"{path}: class_values and the network's output channels disagree")
     return meta
+
+
+def inside_folder(folder: Path | str, name: object, what: str) -> Path:
+    """``folder / name`` for a file name read from ``model.json``; :class:`InputError` when the name is not a plain
+    relative path inside the folder (absolute, ``..``, or a link leading out): a model folder never makes us read
+    or write elsewhere."""
+    folder = Path(folder)
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts \
+            or "\\" in name:
+        raise InputError(f"{folder / MODEL_JSON}: {what} {name!r} is not a file name inside the model folder; the "
+                         "model folder is damaged or hostile: copy it again from its source")
+    path = folder / name
+    if path.exists() and not path.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"{folder / MODEL_JSON}: {what} {name!r} leads outside the model folder (a link); copy the "
+                         "model again from its source")
+    return path
+
+
+def weights_path(model: DeepModel) -> Path:
+    """The model's weights file (checked to lie inside its folder)."""
+    return inside_folder(model.folder, model.meta.get("weights", WEIGHTS), "weights file")
+
+
+def weights_sha256(model: DeepModel) -> str:
+    """SHA-256 of the model's weights file, computed once per loaded model."""
+    if "weights_sha256" not in model.runtime:
+        digest = hashlib.sha256()
+        with open(weights_path(model), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        model.runtime["weights_sha256"] = digest.hexdigest()
+    return model.runtime["weights_sha256"]
+
+
+def int8_path(model: DeepModel) -> Path:
+    """The model's int8 network (OpenVINO IR, see :mod:`.quantization`), checked to lie inside its folder."""
+    return inside_folder(model.folder, model.meta.get("int8", {}).get("file", INT8_FILE), "int8 network")
+
+
+def int8_ready(model: DeepModel) -> bool:
+    """Whether the model has an accepted int8 network made from its current weights."""
+    entry = model.meta.get("int8")
+    if not entry or not entry.get("accepted"):
+        return False
+    path = int8_path(model)
+    if not path.is_file() or not path.with_suffix(".bin").is_file():
+        raise InputError(f"{model.folder / MODEL_JSON}: lists the int8 network {entry.get('file')} but its files are "
+                         "missing; copy the whole model folder or run 'segtoolkit quantize' again")
+    return entry.get("weights_sha256") == weights_sha256(model)
 
 
 def load_weights(path: Path | str) -> dict:
@@ -142,7 +201,7 @@ def load_model(folder: Path | str, device: str = "cpu") -> DeepModel:
         network = build_network(meta["network"])
     except (KeyError, TypeError, ValueError, AssertionError) as error:
         raise InputError(f"{folder / MODEL_JSON}: network description cannot be built ({error})") from None
-    load_state(network, folder / meta.get("weights", WEIGHTS))
+    load_state(network, inside_folder(folder, meta.get("weights", WEIGHTS), "weights file"))
     network.eval().to(device)
     return DeepModel(folder, meta, network, device)
 
@@ -150,7 +209,7 @@ def load_model(folder: Path | str, device: str = "cpu") -> DeepModel:
 def transfer_weights(network, folder: Path | str) -> int:
     """Copy every weight of another model whose name and shape match (``--init``); returns how many."""
     meta = read_model_json(folder)
-    tensors = load_weights(Path(folder) / meta.get("weights", WEIGHTS))
+    tensors = load_weights(inside_folder(folder, meta.get("weights", WEIGHTS), "weights file"))
     state = network.state_dict()
     matched = {key: value for key, value in tensors.items()
                if key in state and tuple(value.shape) == tuple(state[key].shape)}

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from ...errors import InputError
 from ...io import write_text_atomic
-from ...io.json_files import read_json
+from ...io.json_files import interpreting, read_json, require
 from ...progress import CancelToken, ProgressCallback, report
 from .dataset import Dataset
 
@@ -114,9 +114,13 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         factor = (math.prod(shape) / (ratio * cap)) ** (1 / axes)
         spacing = [value * factor for value in spacing]
         shape = [value / factor for value in shape]
-    budget = memory_budget_gb or MEMORY_BUDGET_GB[device]
+    budget = check_memory_budget(memory_budget_gb, device)
     batch = BATCH_SIZE[(device, configuration)]
     patch, kernels, strides, filters = fit_patch(shape, spacing, cap, batch, budget, FILTERS[device])
+    needed = training_memory_bytes(patch, batch, strides, filters) / 1e9
+    if needed > budget:
+        raise InputError(f"--memory-gb {budget:g}: too small; the smallest network for this dataset needs about "
+                         f"{needed:.2g} GB to train; give at least {math.ceil(needed * 100) / 100:g}")
     full_spacing = list(spacing) + ([] if axes == len(median_spacing) else [None])
     target_size = [max(1, round(value)) for value in shape] + [None] * (len(median_spacing) - axes) if zoomed else None
     return {
@@ -144,6 +148,16 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         "fingerprint": {key: value for key, value in fingerprint_data.items()
                         if key not in ("spacings_xyz", "sizes_xyz")},
     }
+
+
+def check_memory_budget(memory_budget_gb: float | None, device: str) -> float:
+    """The training memory budget in GB: the device default, or the user's value if it is a positive number."""
+    if memory_budget_gb is None:
+        return MEMORY_BUDGET_GB[device]
+    if not math.isfinite(memory_budget_gb) or memory_budget_gb <= 0:
+        raise InputError(f"--memory-gb {memory_budget_gb:g}: must be a positive number of GB (default "
+                         f"{MEMORY_BUDGET_GB[device]:g} on {device})")
+    return float(memory_budget_gb)
 
 
 def field_of_view_follows_object(spacings: list[list[float]], sizes: list[list[float]], axes: int) -> bool:
@@ -217,11 +231,12 @@ def fit_patch(shape: list[float], spacing: list[float], max_voxels: int, batch: 
             rounded, batch, strides, filters) <= budget_gb * 1e9
         if fits:
             return rounded, kernels, strides, filters
-        # Shrink the axis that is largest in physical size (nnU-Net shrinks relative to the median shape).
-        axis = int(np.argmax([p * s for p, s in zip(patch, spacing)]))
-        patch[axis] = max(8.0, patch[axis] * 0.9)
         if all(p <= 8.0 for p in patch):
-            return rounded, kernels, strides, filters
+            return rounded, kernels, strides, filters  # the smallest patch; the caller compares it to the budget
+        # Shrink the axis that is largest in physical size among those that can still shrink (nnU-Net shrinks
+        # relative to the median shape); an axis already at the minimum is never picked again.
+        axis = int(np.argmax([p * s if p > 8.0 else -1.0 for p, s in zip(patch, spacing)]))
+        patch[axis] = max(8.0, patch[axis] * 0.9)
 
 
 def _round_to_strides(patch: list[float], strides: list[list[int]]) -> list[int]:
@@ -256,15 +271,21 @@ def load_plan(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: plan file not found; make one with 'segtoolkit plan DATA -o {path.name}'")
-    plan = read_json(path)
+    plan = read_json(path, "not a plan file (not valid JSON)", f"make one with 'segtoolkit plan DATA -o {path.name}'")
     check_plan(plan, str(path))
     return plan
 
 
 def check_plan(plan: dict, source: str) -> None:
-    """Raise :class:`InputError` when a plan lacks a field or its per-axis lists do not match its configuration."""
+    """Raise :class:`InputError` when a plan lacks a field, has a value of the wrong kind, or its per-axis lists
+    do not match its configuration."""
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise InputError(f"{source}: not a SegToolkit plan (format must be {PLAN_FORMAT!r})")
+    with interpreting(source, "plan", "fix the edited value or make a new plan with 'segtoolkit plan'"):
+        _check_plan_fields(plan, source)
+
+
+def _check_plan_fields(plan: dict, source: str) -> None:
     required = ("configuration", "target_spacing", "normalisation", "patch_size", "batch_size", "network",
                 "training", "augmentation", "channels", "labels")
     missing = [key for key in required if key not in plan]
@@ -284,3 +305,31 @@ def check_plan(plan: dict, source: str) -> None:
                          "target_spacing, or null to resample by spacing")
     if len(plan["normalisation"]) != len(plan["channels"]):
         raise InputError(f"{source}: normalisation needs one entry per channel ({len(plan['channels'])})")
+    _check_plan_values(plan)
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_plan_values(plan: dict) -> None:
+    """Kinds and ranges of the values a hand edit can break (read by :func:`interpreting` as one error)."""
+    require(plan["configuration"] in ("2d", "3d"), f"configuration {plan['configuration']!r} must be 2d or 3d")
+    require(all(isinstance(p, int) and p > 0 for p in plan["patch_size"]), "patch_size needs whole numbers > 0")
+    require(isinstance(plan["batch_size"], int) and plan["batch_size"] > 0, "batch_size must be a whole number > 0")
+    require(all(s is None or _positive_number(s) for s in plan["target_spacing"]),
+            "target_spacing needs positive numbers (or null)")
+    network = plan["network"]
+    require(all(isinstance(f, int) and f > 0 for f in network["filters"]), "network filters must be whole numbers")
+    require(all(isinstance(v, int) and v > 0 for row in network["kernels"] + network["strides"] for v in row),
+            "network kernels and strides must be whole numbers > 0")
+    training = plan["training"]
+    for key in ("epochs", "iterations_per_epoch", "learning_rate"):
+        require(key not in training or _positive_number(training[key]), f"training {key} must be a number > 0")
+    require(isinstance(plan["labels"], dict) and isinstance(plan["channels"], list),
+            "labels must be an object and channels a list")
+    for entry in plan["normalisation"]:
+        require(isinstance(entry, dict) and "scheme" in entry, "each normalisation entry needs a scheme")
+        if entry["scheme"] == "ct":
+            require(len(entry["clip"]) == 2 and _positive_number(entry["std"]) and math.isfinite(entry["mean"]),
+                    "a ct normalisation needs clip [low, high], mean and a std > 0")

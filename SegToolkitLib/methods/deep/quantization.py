@@ -28,10 +28,11 @@ import numpy as np
 from ...errors import InputError
 from ...io import write_text_atomic
 from ...progress import CancelToken, ProgressCallback, report
-from .dataset import Dataset, load_dataset
-from .model_package import MODEL_JSON, DeepModel, load_model
+from .backends import compile_for_cpu, publish
+from .model_package import INT8_FILE, MODEL_JSON, DeepModel, int8_path, int8_ready, weights_sha256
 
-INT8_FILE = "network-int8.xml"
+__all__ = ["INT8_FILE", "MIN_AGREEMENT", "describe", "int8_path", "int8_ready", "quantization_available",
+           "quantize_model", "remove_int8", "training_windows"]
 MIN_AGREEMENT = 0.995
 CALIBRATION_WINDOWS = 32
 CHECK_CASES = 2
@@ -44,27 +45,9 @@ def quantization_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
-def _require_quantization() -> None:
+def require_quantization() -> None:
     if not quantization_available():
         raise InputError("int8 quantization needs the openvino and nncf packages (pip install openvino nncf)")
-
-
-def int8_path(model: DeepModel) -> Path:
-    return model.folder / model.meta.get("int8", {}).get("file", INT8_FILE)
-
-
-def int8_ready(model: DeepModel) -> bool:
-    """Whether the model has an accepted int8 network made from its current weights."""
-    from .inference import weights_sha256
-
-    entry = model.meta.get("int8")
-    if not entry or not entry.get("accepted"):
-        return False
-    path = int8_path(model)
-    if not path.is_file() or not path.with_suffix(".bin").is_file():
-        raise InputError(f"{model.folder / MODEL_JSON}: lists the int8 network {entry.get('file')} but its files are "
-                         "missing; copy the whole model folder or run 'segtoolkit quantize' again")
-    return entry.get("weights_sha256") == weights_sha256(model)
 
 
 def quantize_model(model: DeepModel, calibration: np.ndarray, check: list[np.ndarray],
@@ -74,33 +57,49 @@ def quantize_model(model: DeepModel, calibration: np.ndarray, check: list[np.nda
     quantize again with more of the finest-resolution layers left in floating point (``F32_LAYER_STEPS``); the first
     network that agrees is saved into the model folder. Returns the ``int8`` entry written to model.json
     (``accepted`` says whether an int8 network is used)."""
-    _require_quantization()
-    from .inference import compile_for_cpu, openvino_model, sliding_window, weights_sha256
+    require_quantization()
+    from .inference import openvino_model, sliding_window
 
     window = [1] + [int(n) for n in calibration.shape[1:]]
     report(progress, 0.0, "int8: converting the network", cancel)
     converted = openvino_model(model, window)
-    finest = layers_finest_first(converted)
     reference = [sliding_window(model, array, False, "torch", cancel=cancel).argmax(0) for array in check]
+
+    def agreement_of(int8_run) -> dict:
+        return label_agreement(model, reference, int8_run, check, cancel)
+
+    quantized, found = search_int8(converted, calibration, agreement_of, progress, cancel)
+    entry = {"file": INT8_FILE, "window": window, "weights_sha256": weights_sha256(model), **found,
+             "check_cases": len(check)}
+    _save(model, quantized, entry)
+    report(progress, 1.0, describe(entry), cancel)
+    return entry
+
+
+def search_int8(converted, calibration: np.ndarray, agreement_of, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> tuple[object | None, dict]:
+    """Quantize ``converted`` (an OpenVINO model) on ``calibration`` windows (N, C, *window); ``agreement_of`` gets
+    the compiled int8 network and returns the Dice per label against fp32. While a label disagrees
+    (< ``MIN_AGREEMENT``), quantize again with more of the finest-resolution layers left in floating point
+    (``F32_LAYER_STEPS``). Returns the first network that agrees (None when none does) and what was found."""
+    require_quantization()
+    finest = layers_finest_first(converted)
     windows = [calibration[i:i + 1] for i in range(len(calibration))]
     steps = [n for n in F32_LAYER_STEPS if n <= len(finest)]
     for attempt, kept in enumerate(steps):
         report(progress, 0.1 + 0.85 * attempt / len(steps),
                f"int8: calibrating on {len(calibration)} windows ({kept} layers kept in f32)", cancel)
         quantized = _quantize(converted, windows, finest[:kept])
-        agreement = label_agreement(model, reference, compile_for_cpu(quantized), check, cancel)
+        agreement = agreement_of(compile_for_cpu(quantized))
         defined = [value for value in agreement.values() if value is not None]
         accepted = bool(defined) and min(defined) >= MIN_AGREEMENT
         if accepted:
             break
-    entry = {"file": INT8_FILE, "accepted": accepted, "window": window, "weights_sha256": weights_sha256(model),
-             "agreement_dice": agreement, "min_agreement": MIN_AGREEMENT, "f32_layers": finest[:kept],
-             "attempts": attempt + 1, "calibration_windows": len(calibration), "check_cases": len(check),
+    found = {"accepted": accepted, "agreement_dice": agreement, "min_agreement": MIN_AGREEMENT,
+             "f32_layers": finest[:kept], "attempts": attempt + 1, "calibration_windows": len(calibration),
              "preset": "mixed", "activation_ranges": "histogram", "openvino": version("openvino"),
              "nncf": version("nncf")}
-    _save(model, quantized if accepted else None, entry)
-    report(progress, 1.0, describe(entry), cancel)
-    return entry
+    return (quantized if accepted else None), found
 
 
 def layers_finest_first(converted) -> list[str]:
@@ -157,39 +156,41 @@ def describe(entry: dict) -> str:
     return f"int8 network not kept: labels differ from fp32 (lowest Dice {worst} < {MIN_AGREEMENT}); fp32 stays"
 
 
-def quantize_folder(model_dir: Path | str, dataset: Dataset | Path | str, seed: int = 0,
-                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict:
-    """``segtoolkit quantize``: calibrate on the model's training cases in ``dataset`` and check on its
-    validation cases (cases the model never saw, when the dataset is another one)."""
-    from .training import array_patch, class_values_of, prepare_samples
-
-    _require_quantization()  # before preparing any sample
-    model = load_model(model_dir, "cpu")
-    dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    if len(dataset.channels) != len(model.channels):
-        raise InputError(f"{dataset.root}: has {len(dataset.channels)} channels, the model takes "
-                         f"{len(model.channels)}; use the dataset the model was trained on")
-    samples = prepare_samples(dataset, model.plan, class_values_of(model.plan), None, cancel)
-    validation = set(model.meta.get("training", {}).get("validation_cases", []))
-    calibration_samples = [s for s in samples if s.name not in validation] or samples
-    check_samples = [s for s in samples if s.name in validation] or samples
-    calibration, check = training_windows(calibration_samples, check_samples, model.plan, array_patch(model.plan),
-                                          seed)
-    return quantize_model(model, calibration, check, progress, cancel)
-
-
 def training_windows(calibration_samples: list, check_samples: list, plan: dict, patch: tuple[int, int, int],
                      seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Calibration windows (N, C, *network window) sampled as in training, and the check cases' arrays (at most
-    ``CHECK_CASES``)."""
-    from .training import sample_patches
-
+    """Calibration windows (N, C, *network window) from preprocessed training cases (objects with ``image``,
+    ``foreground`` and ``annotated`` as training prepares them): the plan's foreground fraction of them centred on
+    a foreground voxel, as in training; and the check cases' arrays (at most ``CHECK_CASES``)."""
     rng = np.random.default_rng(seed)
     fraction = float(plan["training"].get("foreground_fraction", 0.34))
-    calibration = sample_patches(calibration_samples, patch, CALIBRATION_WINDOWS, rng, fraction)[0]
+    forced = math.ceil(CALIBRATION_WINDOWS * fraction)
+    windows = []
+    for index in range(CALIBRATION_WINDOWS):
+        sample = calibration_samples[int(rng.integers(len(calibration_samples)))]
+        classes = [c for c in sample.foreground if len(c)]
+        pool = classes[int(rng.integers(len(classes)))] if index < forced and classes else sample.annotated
+        windows.append(window_around(sample.image, pool[int(rng.integers(len(pool)))], patch, rng))
+    calibration = np.stack(windows)
     if len(plan["patch_size"]) == 2:  # 2D network: drop the length-1 depth axis
         calibration = calibration[:, :, 0]
     return np.ascontiguousarray(calibration), [sample.image for sample in check_samples[:CHECK_CASES]]
+
+
+def window_around(array: np.ndarray, centre, window: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A window of ``array`` (C, *spatial) around ``centre`` (jittered by up to a quarter window), kept inside the
+    array where it is large enough and padded with 0 where it is smaller."""
+    shape = array.shape[1:]
+    start = [int(c) - w // 2 + (int(rng.integers(-(w // 4), w // 4 + 1)) if w > 3 else 0)
+             for c, w in zip(centre, window)]
+    start = [int(np.clip(s, min(0, n - w), max(0, n - w))) for s, n, w in zip(start, shape, window)]
+    out = np.zeros((array.shape[0],) + tuple(window), dtype=np.float32)
+    source, target = [], []
+    for first, size, width in zip(start, shape, window):
+        lo, hi = max(0, first), min(size, first + width)
+        source.append(slice(lo, hi))
+        target.append(slice(lo - first, hi - first))
+    out[(slice(None), *target)] = array[(slice(None), *source)]
+    return out
 
 
 def remove_int8(folder: Path | str) -> None:
@@ -209,8 +210,8 @@ def _save(model: DeepModel, quantized, entry: dict) -> None:
     else:
         tmp = model.folder / f".{xml.stem}.{os.getpid()}.xml"
         ov.save_model(quantized, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp, xml)
+        publish(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        publish(tmp, xml)
     model.meta["int8"] = entry
     write_text_atomic(model.folder / MODEL_JSON, json.dumps(model.meta, indent=1) + "\n")
 

@@ -14,14 +14,24 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...errors import InputError
 from ...progress import CancelToken, ProgressCallback, report, scaled
 from .augmentation import augment
+from .backends import bf16_supported, resolve_device
 from .dataset import Dataset, load_dataset
-from .model_package import load_checkpoint, remove_checkpoint, save_checkpoint, save_model, transfer_weights
+from .model_package import (
+    MODEL_JSON,
+    load_checkpoint,
+    read_model_json,
+    remove_checkpoint,
+    save_checkpoint,
+    save_model,
+    transfer_weights,
+)
 from .networks import build_network, encoder_parameters, network_patch_size, network_spec
 from .planning import check_plan, plan_dataset
 from .preprocessing import IGNORE_INDEX, preprocess_images, preprocess_labels
@@ -45,6 +55,9 @@ class TrainingOptions:
     device: str = "auto"
     seed: int = 0
     quantize: bool = True  # 3D models: add a checked int8 network for fast CPU prediction (see .quantization)
+    overwrite: bool = False  # replace a finished model in the output folder (else: refuse, or finish its int8 step)
+    exclude: tuple[str, ...] = ()  # cases held out of training and validation
+    log: Callable[[str], None] | None = None  # one line per epoch (loss, validation Dice, time left)
 
 
 @dataclass
@@ -54,28 +67,6 @@ class _Sample:
     labels: np.ndarray  # (D, H, W) int16, IGNORE_INDEX where unannotated
     foreground: list[np.ndarray]  # per foreground class: (N, 3) voxel coordinates
     annotated: np.ndarray  # (N, 3) coordinates of annotated voxels (random-patch centres)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else cpu; a clear error for cuda without a GPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda: no CUDA GPU is available here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r}: use auto, cpu or cuda")
-    return device
-
-
-def bf16_supported(device: str) -> bool:
-    """Whether bfloat16 autocast is fast on this device (native bf16 instructions)."""
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def class_values_of(plan: dict) -> list[int]:
@@ -89,9 +80,9 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
     import torch
 
     options = options or TrainingOptions()
-    dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    model_dir = check_model_folder(model_dir, options.overwrite, options.quantize)
+    dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, exclude=options.exclude)
     device = resolve_device(options.device)
-    model_dir = Path(model_dir)
     if plan is None:
         plan = plan_dataset(dataset, device, progress=scaled(progress, 0, 0.05), cancel=cancel)
     check_plan(plan, "plan")
@@ -109,16 +100,27 @@ def train(dataset: Dataset | Path | str, model_dir: Path | str, plan: dict | Non
     settings = plan["training"]
     optimizer = torch.optim.AdamW(trainable, lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
     key = _settings_key(plan, spec, options)
+    finished = _finished_model(model_dir, key, options)
+    if finished is not None:  # the same training finished before; only its int8 step was interrupted
+        summary = dict(finished["training"], note="trained before with the same settings: only the int8 step ran "
+                       "(--overwrite trains again)")
+        summary["int8"] = _add_int8_network(model_dir, plan, options, train_samples, val_samples,
+                                             scaled(progress, 0.1, 1.0), cancel)
+        report(progress, 1.0, "done: the model was trained already; its int8 network was completed", cancel)
+        return summary
     model_dir.mkdir(parents=True, exist_ok=True)
+    if options.overwrite:
+        remove_checkpoint(model_dir)
     state = load_checkpoint(model_dir, network, optimizer)
     if state is not None and state.get("key") != key:
         raise InputError(f"{model_dir}: holds a checkpoint of a training with other settings; use another output "
                          "folder or delete its checkpoint/ subfolder")
     state = state or {"key": key, "epoch": 0, "iterations": 0, "seconds": 0.0, "history": []}
     loop = _Loop(network, optimizer, plan, options, device, train_samples, val_samples, seed=options.seed)
-    summary = loop.run(model_dir, state, scaled(progress, 0.1, 0.97), cancel)
+    summary = loop.run(model_dir, state, scaled(progress, 0.1, 0.97), cancel, options.log)
     summary.update({"network": options.network, "fold": options.fold, "device": device, "init": init_note,
-                    "train_cases": [s.name for s in train_samples], "validation_cases": [s.name for s in val_samples]})
+                    "train_cases": [s.name for s in train_samples], "validation_cases": [s.name for s in val_samples],
+                    "excluded_cases": sorted(options.exclude), "settings_key": key})
     network.eval()
     meta = {"labels": plan["labels"], "class_values": class_values, "channels": plan["channels"],
             "ignore_label": plan.get("ignore_label"), "plan": plan, "network": spec, "training": summary,
@@ -146,6 +148,39 @@ def _add_int8_network(model_dir: Path, plan: dict, options: TrainingOptions, tra
     calibration, check = training_windows(train_samples, val_samples or train_samples, plan, array_patch(plan),
                                           options.seed)
     return describe(quantize_model(load_model(model_dir, "cpu"), calibration, check, progress, cancel))
+
+
+def check_model_folder(model_dir: Path | str, overwrite: bool = False, quantize: bool = True) -> Path:
+    """Before any work: ``model_dir`` must be a folder or a new name under a writable folder, and a finished model
+    in it is only replaced with ``overwrite`` (one whose int8 step was interrupted may be finished by
+    :func:`train`, which checks that the settings are the same)."""
+    from ...io.atomic import check_output_path
+
+    model_dir = Path(model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise InputError(f"{model_dir}: exists and is not a folder; give a folder for the model")
+    existing = next((p for p in (model_dir, *model_dir.parents) if p.exists()), Path("."))
+    check_output_path(existing / MODEL_JSON)
+    if not overwrite and (model_dir / MODEL_JSON).is_file():
+        meta = read_model_json(model_dir)
+        if "int8" in meta or not quantize or len(meta["plan"]["patch_size"]) != 3:
+            raise InputError(f"{model_dir}: holds a trained model already; give another output folder, or "
+                             "--overwrite to train again and replace it")
+    return model_dir
+
+
+def _finished_model(model_dir: Path, key: str, options: TrainingOptions) -> dict | None:
+    """The description of a finished model in ``model_dir`` trained with the same settings whose int8 step is
+    still to do; None when there is no model or ``overwrite`` replaces it. A different or complete model is
+    refused: training again must never replace a finished model silently."""
+    if options.overwrite or not (model_dir / MODEL_JSON).is_file():
+        return None
+    meta = read_model_json(model_dir)
+    same = meta.get("training", {}).get("settings_key") == key
+    if same and "int8" not in meta and options.quantize and len(meta["plan"]["patch_size"]) == 3:
+        return meta
+    raise InputError(f"{model_dir}: holds a trained model already{' (the same training)' if same else ''}; give "
+                     "another output folder, or --overwrite to train again and replace it")
 
 
 def _check_plan_fits(plan: dict, dataset: Dataset) -> None:
@@ -230,8 +265,11 @@ def _initialise(network, options: TrainingOptions) -> dict | None:
 
 
 def _settings_key(plan: dict, spec: dict, options: TrainingOptions) -> str:
+    """What makes two trainings the same (to resume one): not the dataset's folder name, which is only a label
+    (Slicer trains from a new temporary folder each time)."""
+    plan = {key: value for key, value in plan.items() if key != "dataset"}
     text = json.dumps([plan, spec, options.fold, options.folds, options.seed, str(options.init),
-                       options.freeze_encoder], sort_keys=True)
+                       options.freeze_encoder, sorted(options.exclude)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -281,7 +319,7 @@ class _Loop:
         self.val_batch = self._fixed_validation_patches(int(settings.get("validation_patches", 16)))
 
     def run(self, model_dir: Path, state: dict, progress: ProgressCallback | None,
-            cancel: CancelToken | None) -> dict:
+            cancel: CancelToken | None, log: Callable[[str], None] | None = None) -> dict:
         import torch
 
         settings = self.plan["training"]
@@ -311,6 +349,8 @@ class _Loop:
             state["epoch"] = epoch + 1
             save_checkpoint(model_dir, self.network, self.optimizer, state)
             plot_curve(state["history"], model_dir / CURVE)
+            if log is not None:
+                log(self._epoch_line(state, float(np.mean(losses)) if losses else math.nan, dice))
             report(progress, self._fraction(state, 0.0), f"epoch {epoch + 1} loss {last_loss:.3f} val Dice "
                    f"{_mean(dice):.3f}", cancel)
         final = state["history"][-1]["validation_dice"] if state["history"] else [math.nan]
@@ -319,6 +359,14 @@ class _Loop:
                 "final_loss": state["history"][-1]["loss"] if state["history"] else math.nan,
                 "final_validation_dice": _mean(final), "validation_dice_per_class": final,
                 "history": state["history"]}
+
+    def _epoch_line(self, state: dict, loss: float, dice: list[float]) -> str:
+        """``epoch 3/50: loss 0.512, validation Dice 0.734, 14 s, about 9 min left`` (for logs)."""
+        done = self._fraction(state, 0.0)
+        left = state["seconds"] * (1 - done) / done if done > 0 else math.nan
+        total = f"/{self.epochs}" if self.epochs is not None else ""
+        return (f"epoch {state['epoch']}{total}: loss {loss:.3f}, validation Dice {_mean(dice):.3f}, "
+                f"{state['history'][-1]['seconds']:.0f} s, about {_duration(left)} left")
 
     def _finished(self, state: dict) -> bool:
         return self._fraction(state, 0.0) >= 1.0
@@ -385,6 +433,13 @@ class _Loop:
                 for c in range(1, self.classes)]
 
 
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "? min"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
 def _mean(values: list[float]) -> float:
     """Mean of the defined values (nan when there are none)."""
     defined = [v for v in values if not math.isnan(v)]
@@ -439,6 +494,7 @@ def plot_curve(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from ...io import atomic_output
 
@@ -446,6 +502,7 @@ def plot_curve(history: list[dict], path: Path) -> None:
     figure, loss_axis = plt.subplots(figsize=(6, 4))
     loss_axis.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
     loss_axis.set_xlabel("epoch")
+    loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     loss_axis.set_ylabel("loss (Dice + CE)", color="tab:blue")
     dice_axis = loss_axis.twinx()
     dice_axis.plot(epochs, [_mean(h["validation_dice"]) for h in history], color="tab:red",

@@ -1,0 +1,148 @@
+"""Where a network runs: the device, bf16 support, and the OpenVINO backends shared by every model format.
+
+The lowest module of the engine above the model files: inference, quantization, training and the imported model
+formats (:mod:`.formats`) all import from here and nothing here imports them. A network is converted to OpenVINO
+once per window shape (seconds) and cached under ``$SEGTOOLKIT_CACHE`` (default ``~/.cache/segtoolkit``), keyed by
+the SHA-256 of its weights file, the window and the OpenVINO version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from pathlib import Path
+
+from ...errors import InputError
+
+# Two windows are handed to the network at a time in 3D (2D: twice as many); OpenVINO runs them on two streams.
+WINDOW_BATCH = 2
+LARGE_WINDOW_VOXELS = 96 ** 3
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; a clear error for cuda without a GPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bfloat16 autocast is fast on this device (native bf16 instructions)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("SEGTOOLKIT_CACHE", Path.home() / ".cache" / "segtoolkit"))
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (weights files can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def openvino_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return ""
+
+
+def cached_openvino_xml(weights_key: str, window: list[int]) -> Path:
+    """Where the converted network with weights ``weights_key`` (a hash) and this window shape is cached."""
+    key = repr((weights_key, list(window), openvino_version(), "f32 weights"))
+    return cache_folder() / "openvino" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.xml"
+
+
+def convert_to_openvino(network, window: list[int], weights_key: str):
+    """``network`` converted to an OpenVINO model for one window shape (read from the cache when it is there)."""
+    import openvino as ov
+    import torch
+
+    xml = cached_openvino_xml(weights_key, window)
+    if xml.is_file():
+        converted = ov.Core().read_model(str(xml))
+    else:
+        with warnings.catch_warnings():  # OpenVINO traces with torch.jit.trace, which warns that it is deprecated
+            warnings.simplefilter("ignore")
+            converted = ov.convert_model(network.eval(), example_input=torch.zeros(window))
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+        ov.save_model(converted, str(tmp), compress_to_fp16=False)
+        publish(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        publish(tmp, xml)
+    converted.reshape(window)  # the conversion keeps dynamic dimensions; the window is fixed
+    return converted
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give a finished temporary file the permissions a plain ``open()`` would (umask, not owner-only) and rename
+    it onto ``final`` atomically."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, final)
+
+
+def compile_for_cpu(converted):
+    """Compile an OpenVINO model for the CPU with torch's thread count; a callable on a batch of torch windows."""
+    import openvino as ov
+    import torch
+
+    # f32 explicitly: OpenVINO's default on CPUs with AVX-512 bf16 (bf16) was slower for these U-Nets (instance
+    # norm), 0.36 against 0.26 s per 96x96x48 window on 2 Zen 4 cores, and f32 keeps the fp32 labels. An int8
+    # network keeps its quantized layers in int8 under this hint.
+    # Two streams run two windows at once, one core each: 0.136 s per window in predict on 2 cores, against
+    # 0.163 s for one window at a time on both cores (the sliding window hands over WINDOW_BATCH windows at once).
+    # Large windows (TotalSegmentator-size networks, 128^3) run on one stream: each stream holds its own
+    # activations, and two took 2.85 GB against 1.59 GB for one, at the same speed on 2 cores (benchmarks/
+    # nnunet_speed.py; OpenVINO 2026.4, f32).
+    threads = torch.get_num_threads()
+    shape = converted.inputs[0].get_partial_shape()
+    voxels = math.prod(shape[i].get_length() for i in range(2, shape.rank.get_length())) if shape.is_static else 0
+    streams = 1 if voxels > LARGE_WINDOW_VOXELS else max(1, min(WINDOW_BATCH, threads))
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams,
+                                                          "INFERENCE_PRECISION_HINT": "f32"})
+    queue = ov.AsyncInferQueue(compiled, streams)
+
+    def run(windows):
+        outputs = [None] * windows.shape[0]
+
+        def keep(request, index):
+            outputs[index] = torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+        queue.set_callback(keep)
+        for index in range(windows.shape[0]):
+            queue.start_async([windows[index:index + 1].float().numpy()], index)
+        queue.wait_all()
+        return torch.cat(outputs)
+
+    return run
+
+
+def read_openvino(path: Path, remedy: str):
+    """An OpenVINO IR file read back; :class:`InputError` naming ``remedy`` when it is corrupt."""
+    import openvino as ov
+
+    try:
+        return ov.Core().read_model(str(path))
+    except RuntimeError as error:
+        detail = str(error).splitlines()[-1][:120]
+        raise InputError(f"{path}: corrupt int8 or OpenVINO network ({detail}); {remedy}") from None
