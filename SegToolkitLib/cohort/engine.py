@@ -233,8 +233,10 @@ def _check_request(task: str, options: dict, output_format: str, workers: int | 
         raise InputError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
     if task == "predict" and not options.get("model"):
         raise InputError("--task predict needs --model MODEL_DIR")
-    if task == "predict" and not Path(options["model"]).is_dir():
-        raise InputError(f"{options['model']}: model folder not found")
+    if task == "predict":
+        from ..methods.deep.store import resolve_model
+
+        resolve_model(options["model"])  # a path, or a store model's name: a clear error when neither
     if task == "atlas" and not options.get("atlases"):
         raise InputError("--task atlas needs at least one --atlas IMAGE LABELS")
     for image, labels in options.get("atlases", []) if task == "atlas" else []:
@@ -327,10 +329,13 @@ def _model_fingerprint(folder: str | None) -> dict | None:
     """SHA-256 over the model folder's files (names and contents), so a changed model is noticed."""
     if not folder:
         return None
+    from ..methods.deep.store import resolve_model
+
     digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "checkpoint" not in p.parts):
-        digest.update(str(path.relative_to(root)).encode())
+    root = resolve_model(folder)  # a folder, an nnU-Net zip, or a store model's folder
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in (p for p in files if "checkpoint" not in p.relative_to(root).parts):
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)

@@ -141,37 +141,38 @@ def segment(spec: TaskSpec, case: Case, channels: list[sitk.Image]) -> tuple[Lab
     raise InputError(f"task {spec.task!r}: choose one of {', '.join(TASKS)}")
 
 
-def load_task_model(folder: str, device: str = "auto"):
-    """The model of ``folder``, loaded once per worker process and kept for its next cases.
-
-    The one place a cohort loads a model (a generic loader for other model formats can replace the call)."""
-    key = ("model", str(Path(folder).resolve()), device)
+def load_task_model(spec: str, device: str = "auto"):
+    """The model ``spec`` (any format ``predict`` takes: a folder, an nnU-Net folder or zip, a store name), loaded
+    once per worker process and kept for its next cases."""
+    path = Path(spec)
+    key = ("model", str(path.resolve()) if path.exists() else str(spec), device)
     with _CACHE_LOCK:
         if key not in _CACHE:
             from ..methods.deep import require_deep
 
             require_deep()
-            from ..methods.deep.model_package import load_model
-            from ..methods.deep.training import resolve_device
+            from ..methods.deep.formats.loading import open_model
 
-            _CACHE[key] = (load_model(folder, resolve_device(device)), f"{os.getpid()}-{time.time_ns()}")
+            _CACHE[key] = (open_model(spec, device=device), f"{os.getpid()}-{time.time_ns()}")
         return _CACHE[key]
 
 
 def _predict(options: dict, case: Case, channels: list[sitk.Image]) -> tuple[LabelMap, dict]:
     from ..methods.deep.dataset import is_ct_name
-    from ..methods.deep.inference import predict
+    from ..methods.deep.formats.loading import model_channels, predict_any
 
     model, load_id = load_task_model(options["model"], options.get("device", "auto"))
-    if len(channels) != len(model.channels):
-        raise InputError(f"{case.case}: {len(channels)} image channel(s) given but the model needs "
-                         f"{len(model.channels)} ({', '.join(model.channels)}); add image_0001... columns")
+    needed = model_channels(model)
+    if len(channels) != needed:
+        raise InputError(f"{case.case}: {len(channels)} image channel(s) given but the model needs {needed}; "
+                         "add image_0001... columns")
     method = options.get("uncertainty") or None
-    result = predict(model, channels, tta=options.get("tta"), uncertainty=method is not None,
-                     uncertainty_method=method or "entropy", largest_component=options.get("largest_component"),
-                     fill_holes=options.get("fill_holes"), backend=options.get("backend", "auto"), name=case.case)
+    result = predict_any(model, channels, tta=options.get("tta"), uncertainty=method is not None,
+                         uncertainty_method=method or "entropy", largest_component=options.get("largest_component"),
+                         fill_holes=options.get("fill_holes"), backend=options.get("backend", "auto"), name=case.case)
+    first_channel = (getattr(model, "channels", None) or ["unknown"])[0]
     details = {"model_load_id": load_id, "backend": result.backend,
-               "model_modality": "CT" if is_ct_name(model.channels[0]) else model.channels[0]}
+               "model_modality": "CT" if is_ct_name(first_channel) else first_channel}
     if result.uncertainty is not None:
         details["uncertainty_mean"] = _mean_inside(result.uncertainty, result.label_map.image)
     return result.label_map, details
@@ -179,12 +180,11 @@ def _predict(options: dict, case: Case, channels: list[sitk.Image]) -> tuple[Lab
 
 def _atlas(options: dict, case: Case, target: sitk.Image) -> LabelMap:
     from ..methods.atlas.multi_atlas import RegistrationOptions, segment_with_atlases
+    from ..methods.atlas.strategy import AUTO
 
     atlases = _load_atlases(tuple(tuple(pair) for pair in options["atlases"]), options.get("labels_json"))
-    registration = RegistrationOptions(options.get("transform", "deformable"), options.get("preset", "default"),
-                                       options.get("metric", "mi"), options.get("init", "geometry"),
-                                       options.get("interpolation", "onehot"), options.get("mask_margin"))
-    return segment_with_atlases(target, atlases, options.get("fusion", "majority"), registration, 1,
+    registration = RegistrationOptions(**options.get("registration", {}))
+    return segment_with_atlases(target, atlases, options.get("fusion", AUTO), registration, 1,
                                 target_name=case.case).label_map
 
 

@@ -176,17 +176,28 @@ def atomic_output(path: Path | str, verify: Callable[[Path], None] | None = None
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             yield tmp
-            with describe_os_errors(path):
-                _flush_to_disk(tmp)
-                _verify(tmp, path, verify)
-                # new files: the permissions a plain open() would give (our temporary was private while written)
-                os.chmod(tmp, 0o666 & ~_current_umask())
-                os.replace(tmp, path)
+            publish_verified(tmp, path, verify)
         except OSError as error:
             raise OutputError(describe_os_error(path, error)) from None
     finally:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             tmp.unlink()
+
+
+def publish_verified(tmp: Path | str, path: Path | str, verify: Callable[[Path], None] | None = None) -> Path:
+    """Flush the finished temporary file ``tmp`` to disk, check it is complete (``verify``, default: by the format
+    of ``path``), give it the permissions a plain ``open()`` would and rename it onto ``path``.
+
+    The one way every writer publishes a file; an incomplete file raises :class:`OutputError` and is not renamed.
+    """
+    tmp, path = Path(tmp), Path(path)
+    with describe_os_errors(path):
+        _flush_to_disk(tmp)
+        _verify(tmp, path, verify)
+        # new files: the permissions a plain open() would give (our temporary was private while written)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    return path
 
 
 def _flush_to_disk(path: Path) -> None:

@@ -315,7 +315,8 @@ def _render(anatomy: list[Layer], points: np.ndarray, axes: np.ndarray) -> tuple
             box = _index_box(shape.bounds(), margin, points, axes)
             distance, normal = shape.distance(points[box].reshape(-1, 3))
             # A voxel (a box with edge vectors `axes`) spans sum|n·edge| mm along the normal n: ramp over that.
-            width = np.abs(_transform(normal, axes)).sum(axis=1)
+            # (no normal at a shape's very centre: a tiny width keeps that voxel fully inside, never NaN)
+            width = np.maximum(np.abs(_transform(normal, axes)).sum(axis=1), 1e-6)
             fraction = np.clip(0.5 - distance / width, 0.0, 1.0).reshape(hu[box].shape)
             hu[box] += fraction * (layer.hu - hu[box])
             if layer.label:

@@ -179,6 +179,17 @@ def test_atlas_command_prints_what_it_chose(files, tmp_path, capsys):
     assert "adapted to the target's intensities" in printed
 
 
+def test_atlas_command_keeps_settings_given_by_hand(files, tmp_path, capsys):
+    out = tmp_path / "seg.nii.gz"
+    code = main(["atlas", str(files["target"]), "-o", str(out), "--atlas", str(files["atlas"]), str(files["labels"]),
+                 "--preset", "fast", "--transform", "affine", "--init", "geometry", "--metric", "mi",
+                 "--mask-margin", "none", "--refine", "off"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "settings as given: start from the geometric centres, rigid + affine (mi) on the whole image" in printed
+    assert "adapted" not in printed
+
+
 @pytest.mark.parametrize("problem", ["constant target", "constant atlas", "tiny", "flat slab"])
 @pytest.mark.parametrize("command", ["register", "atlas"])
 def test_constant_or_tiny_images_fail_with_one_line(files, tmp_path, capsys, problem, command):

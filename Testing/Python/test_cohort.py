@@ -232,6 +232,28 @@ def test_predict_cohort_loads_the_model_once_per_worker(tmp_path):
     assert os.path.getsize(tmp_path / "out" / "labels" / "case01.nii.gz") > 0
 
 
+@pytest.mark.usefixtures("torch_one_thread")
+def test_predict_cohort_takes_an_nnunet_model_folder_as_predict_does(tmp_path):
+    pytest.importorskip("dynamic_network_architectures")
+    import SimpleITK as sitk
+    from nnunet_synthetic import ct_image, make_trained_folder
+
+    from SegToolkitLib.methods.deep.formats.loading import open_model, predict_any
+
+    model = make_trained_folder(tmp_path / "nnunet", mirror=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(3):
+        sitk.WriteImage(ct_image(seed=seed), str(images / f"ct{seed}.nii.gz"))
+    result = run_cohort(images, tmp_path / "out", "predict", {"model": str(model), "backend": "torch"},
+                        workers=1, processes=False)
+    assert result.done == 3 and result.failed == 0
+    direct = predict_any(open_model(model), sitk.ReadImage(str(images / "ct1.nii.gz")), backend="torch")
+    cohort = sitk.ReadImage(str(tmp_path / "out" / "labels" / "ct1.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(cohort), sitk.GetArrayFromImage(direct.label_map.image))
+    assert len({r["model_load_id"] for r in all_records(tmp_path / "out").values()}) == 1
+
+
 def test_dicom_studies_split_into_series_and_labels_written_as_dicom_seg(tmp_path):
     pytest.importorskip("highdicom")
     import SimpleITK as sitk

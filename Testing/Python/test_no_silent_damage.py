@@ -128,6 +128,29 @@ def test_injected_short_transform_and_weights_are_caught(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_model_weights_and_checkpoints_cut_short_are_never_published(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    from SegToolkitLib.methods.deep import model_package
+
+    real_save = safetensors.torch.save_model
+
+    def short_save(network, path, *args, **kwargs):
+        real_save(network, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:-8])  # the disk filled up during the last block
+
+    network = torch.nn.Linear(4, 2)
+    monkeypatch.setattr(safetensors.torch, "save_model", short_save)
+    with pytest.raises(OutputError, match="model.safetensors: the written file is incomplete"):
+        model_package.save_model(tmp_path / "model", network, {"labels": {}})
+    assert not (tmp_path / "model" / model_package.WEIGHTS).exists()
+    assert not (tmp_path / "model" / model_package.MODEL_JSON).exists()
+    with pytest.raises(OutputError, match="incomplete"):
+        model_package.save_checkpoint(tmp_path / "model", network, torch.optim.Adam(network.parameters()), {})
+    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == []  # no checkpoint, no leftovers
+
+
 # ------------------------------------------------------------- class 2: broken geometry and non-finite voxels
 
 

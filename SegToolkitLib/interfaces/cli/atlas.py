@@ -29,19 +29,7 @@ def register(subparsers) -> None:
                         type=Path, help="an atlas image and its label map on the same grid (repeatable)")
     parser.add_argument("--labels", type=Path, metavar="JSON", help="label names/colours for atlas label maps "
                         "that do not carry them")
-    parser.add_argument("--fusion", choices=ATLAS_FUSIONS, default=AUTO,
-                        help="how several atlases are combined (default auto: majority voting, adapted to the "
-                             "target's intensities between subjects)")
-    add_registration_arguments(parser, default_transform=AUTO)
-    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="onehot",
-                        help="label warping: per-label linear interpolation + argmax (default) or nearest neighbour")
-    parser.add_argument("--mask-margin", type=_margin, default=AUTO, metavar="MM",
-                        help="register only the region of each atlas's labels dilated by MM mm; 'none': the whole "
-                             f"image (default auto: {BETWEEN_SUBJECTS_MARGIN_MM:g} mm between subjects, none "
-                             "otherwise)")
-    parser.add_argument("--refine", choices=(AUTO, "on", "off"), default=AUTO,
-                        help="adapt the fused labels to the target's intensities (default auto: between subjects "
-                             "with automatic fusion)")
+    add_atlas_method_arguments(parser)
     parser.add_argument("--save-transforms", type=Path, metavar="DIR",
                         help="write each atlas's transform into this existing folder (<atlas name>.h5)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -53,7 +41,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...errors import InputError, OutputError
     from ...io import LabelTable, check_output_path, read_scalar_image
-    from ...methods.atlas.multi_atlas import RegistrationOptions, load_atlas, segment_with_atlases
+    from ...methods.atlas.multi_atlas import load_atlas, segment_with_atlases
     from ...methods.atlas.registration import check_transform_path, save_transform
     from ...progress import ConsoleProgress
 
@@ -72,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
         atlas.name = name
         if args.save_transforms is not None:
             check_transform_path(args.save_transforms / f"{name}.h5", args.transform, inputs)
-    if isinstance(args.mask_margin, float) and args.mask_margin < 0:
-        raise InputError(f"--mask-margin {args.mask_margin}: must be zero or positive")
-    options = RegistrationOptions(args.transform, args.preset, args.metric, args.init, args.interpolation,
-                                  args.mask_margin, args.refine)
+    options = registration_options(args)
     with ConsoleProgress("atlas") as progress:
         result = segment_with_atlases(target, atlases, args.fusion, options, args.workers, progress,
                                       target_name=str(args.target))
@@ -91,6 +76,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({len(result.atlases)} atlas{'es' if len(result.atlases) > 1 else ''}, "
           f"{result.fusion if len(result.atlases) > 1 else 'no'} fusion)")
     return 0
+
+
+def add_atlas_method_arguments(parser) -> None:
+    """How atlases are registered, warped and fused: options shared by ``atlas`` and ``cohort run --task atlas``."""
+    parser.add_argument("--fusion", choices=ATLAS_FUSIONS, default=AUTO,
+                        help="how several atlases are combined (default auto: majority voting, adapted to the "
+                             "target's intensities between subjects)")
+    add_registration_arguments(parser, default_transform=AUTO)
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="onehot",
+                        help="label warping: per-label linear interpolation + argmax (default) or nearest neighbour")
+    parser.add_argument("--mask-margin", type=_margin, default=AUTO, metavar="MM",
+                        help="register only the region of each atlas's labels dilated by MM mm; 'none': the whole "
+                             f"image (default auto: {BETWEEN_SUBJECTS_MARGIN_MM:g} mm between subjects, none "
+                             "otherwise)")
+    parser.add_argument("--refine", choices=(AUTO, "on", "off"), default=AUTO,
+                        help="adapt the fused labels to the target's intensities (default auto: between subjects "
+                             "with automatic fusion)")
+
+
+def registration_options(args: argparse.Namespace):
+    """The :class:`RegistrationOptions` of the parsed atlas method options (checked)."""
+    from ...errors import InputError
+    from ...methods.atlas.multi_atlas import RegistrationOptions
+
+    if isinstance(args.mask_margin, float) and args.mask_margin < 0:
+        raise InputError(f"--mask-margin {args.mask_margin}: must be zero or positive")
+    return RegistrationOptions(args.transform, args.preset, args.metric, args.init, args.interpolation,
+                               args.mask_margin, args.refine)
 
 
 def _margin(text: str) -> float | str | None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from ...cohort.choices import FORMATS, TASKS
-from ...methods.atlas.fusion import FUSION_METHODS
-from .register import add_registration_arguments
+from .atlas import add_atlas_method_arguments, registration_options
 
 SUMMARY_SECONDS = 30.0  # a summary line this often in log output
 
@@ -59,7 +59,8 @@ def _add_run(commands) -> None:
     parser.add_argument("--qc", action="append", default=[], metavar="NAME=VALUE",
                         help="set a QC threshold (repeatable; names and defaults in docs/cohort.md)")
     deep = parser.add_argument_group("predict")
-    deep.add_argument("-m", "--model", type=Path, metavar="MODEL_DIR", help="trained model folder")
+    deep.add_argument("-m", "--model", type=Path, metavar="MODEL",
+                      help="any model predict takes: a model folder, an nnU-Net folder or zip, a store model name")
     deep.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                       help="mirroring test-time augmentation (default: the model's choice)")
     deep.add_argument("--uncertainty", choices=("entropy", "disagreement"),
@@ -70,10 +71,7 @@ def _add_run(commands) -> None:
     atlas = parser.add_argument_group("atlas")
     atlas.add_argument("--atlas", nargs=2, action="append", default=[], metavar=("IMAGE", "LABELS"), type=Path,
                        help="an atlas image and its label map (repeatable)")
-    atlas.add_argument("--fusion", choices=FUSION_METHODS, default="majority",
-                       help="how several atlases are combined (default majority)")
-    add_registration_arguments(atlas, default_transform="deformable")
-    atlas.add_argument("--mask-margin", type=float, metavar="MM", help="register near the atlas labels (as for atlas)")
+    add_atlas_method_arguments(atlas)  # the atlas command's defaults: chosen per atlas and target (auto)
     classic = parser.add_argument_group("grow and snake (seeds from the manifest's seeds column)")
     classic.add_argument("--method", choices=("connected", "confidence"), default="connected",
                          help="grow: growing method (default connected)")
@@ -90,18 +88,24 @@ def _add_run(commands) -> None:
 def task_options(args: argparse.Namespace) -> dict:
     """The options of the chosen task only (what run.json records and a resumed run must repeat)."""
     if args.task == "predict":
-        return {"model": str(args.model.resolve()) if args.model else None, "tta": args.tta,
+        return {"model": _model_spec(args.model), "tta": args.tta,
                 "uncertainty": args.uncertainty, "device": args.device, "backend": args.backend}
     if args.task == "atlas":
         return {"atlases": [[str(i.resolve()), str(labels.resolve())] for i, labels in args.atlas],
                 "labels_json": str(args.labels.resolve()) if args.labels else None, "fusion": args.fusion,
-                "transform": args.transform, "preset": args.preset, "metric": args.metric, "init": args.init,
-                "mask_margin": args.mask_margin}
+                "registration": dataclasses.asdict(registration_options(args))}
     if args.task == "grow":
         return {"method": args.method, "lower": args.lower, "upper": args.upper}
     if args.task == "snake":
         return {"radius": args.radius, "iterations": args.iterations, "snake_model": args.snake_model}
     return {"labels_json": str(args.labels.resolve()) if args.labels else None}
+
+
+def _model_spec(model: Path | None) -> str | None:
+    """A model path made absolute (workers may run elsewhere); a store name as it is."""
+    if model is None:
+        return None
+    return str(model.resolve()) if model.exists() else str(model)
 
 
 def run_run(args: argparse.Namespace) -> int:

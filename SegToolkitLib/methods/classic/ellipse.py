@@ -23,6 +23,10 @@ MIN_RADIUS_PX = 6
 MAX_AXIS_RATIO = 2.5
 STRONG_RIDGE = 0.3  # candidate maxima reach this share of the ray's strongest ridge
 WEAK_RIDGE = 0.5
+SEED_OFFSET = 0.8  # the seed lies within this share of the way from the ellipse's centre to its outline
+SUBPIXEL = 1
+INSIDE_PENALTY = 0.0
+INSIDE_MARGIN = 2.0
 OUTER_FLANK_SHARE = 0.5  # place the outline half-way down the outer half of the ridge (outer part of a skull)
 
 
@@ -80,21 +84,22 @@ def fit_ridge_ellipse(image: np.ndarray, seed: tuple[float, float], sigma: float
     usable = [i for i, c in enumerate(candidates) if len(c)]
     if len(usable) < 0.3 * RAYS:
         return None
-    best, best_score = None, 0
+    table = _candidate_table(candidates, radii, ridges)
+    best, best_score = None, -np.inf
     for _ in range(TRIALS):
         rays = rng.choice(usable, 5, replace=False)
         points = np.array([_point(seed, angles[r], radii[rng.choice(candidates[r])]) for r in rays])
         ellipse = _fit_conic(points)
         if ellipse is None or not _plausible(ellipse, seed, smoothed.shape):
             continue
-        score = sum(ridges[ray, sample] for ray, sample in _inliers(ellipse, seed, angles, radii, candidates))
+        score = _score(ellipse, seed, angles, table)
         if score > best_score:
             best, best_score = ellipse, score
     if best is None:
         return None
     for _ in range(3):  # least-squares refinement on the inlier points
         inliers = _strong(_inliers(best, seed, angles, radii, candidates), ridges)
-        refined = _fit_conic(np.array([_point(seed, angles[r], radii[k]) for r, k in inliers])) \
+        refined = _fit_conic(np.array([_point(seed, angles[r], _crest(ridges[r], k)) for r, k in inliers])) \
             if len(inliers) >= 6 else None
         if refined is None or not _plausible(refined, seed, smoothed.shape):
             break
@@ -201,7 +206,7 @@ def _plausible(ellipse: Ellipse, seed, shape) -> bool:
     a, b = ellipse.axes
     if b < MIN_RADIUS_PX or a > MAX_AXIS_RATIO * b or a > max(shape):
         return False
-    return bool(ellipse.normalised_radius(np.array(seed, dtype=np.float64).reshape(2, 1))[0] < 0.8)
+    return bool(ellipse.normalised_radius(np.array(seed, dtype=np.float64).reshape(2, 1))[0] < SEED_OFFSET)
 
 
 def _inliers(ellipse: Ellipse, seed, angles, radii, candidates) -> list[tuple[int, int]]:
@@ -216,6 +221,30 @@ def _inliers(ellipse: Ellipse, seed, angles, radii, candidates) -> list[tuple[in
         if gaps[nearest] <= max(2.0, 0.03 * distances[ray]):
             found.append((ray, int(options[nearest])))
     return found
+
+
+def _candidate_table(candidates, radii, ridges) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate radii and ridge strengths as (rays x CANDIDATES_PER_RAY) arrays, NaN / 0 where a ray has fewer."""
+    radius = np.full((len(candidates), CANDIDATES_PER_RAY), np.nan)
+    strength = np.zeros_like(radius)
+    for ray, options in enumerate(candidates):
+        radius[ray, :len(options)] = radii[options]
+        strength[ray, :len(options)] = ridges[ray, options]
+    return radius, strength
+
+
+def _score(ellipse: Ellipse, seed, angles, table) -> float:
+    """Ridge strength of the candidates on the ellipse (one per ray), less INSIDE_PENALTY times the strongest
+    candidate well inside it on each ray: the skull is the first strong ridge around the seed, so an ellipse that
+    jumps over a strong ridge to a bright structure beyond the head loses."""
+    radius, strength = table
+    distances = _ray_exit_distance(ellipse, seed, angles)[:, None]
+    tolerance = np.maximum(2.0, 0.03 * distances)
+    with np.errstate(invalid="ignore"):
+        gaps = np.abs(radius - distances)
+        on = np.where(gaps <= tolerance, strength, 0.0)
+        inside = np.where(radius < distances - INSIDE_MARGIN * tolerance, strength, 0.0)
+    return float(on.max(axis=1).sum() - INSIDE_PENALTY * inside.max(axis=1).sum())
 
 
 def _strong(inliers: list[tuple[int, int]], ridges: np.ndarray) -> list[tuple[int, int]]:
@@ -242,6 +271,25 @@ def _ray_exit_distance(ellipse: Ellipse, seed, angles: np.ndarray) -> np.ndarray
     return (-qb + np.sqrt(np.maximum(qb * qb - 4 * qa * qc, 0.0))) / (2 * qa)
 
 
+def _crest(profile: np.ndarray, peak: int) -> float:
+    """Sub-sample position of a maximum: the vertex of the parabola through it and its two neighbours."""
+    if not 0 < peak < len(profile) - 1 or not SUBPIXEL:
+        return float(peak)
+    left, centre, right = (float(v) for v in profile[peak - 1:peak + 2])
+    curvature = left - 2.0 * centre + right
+    if not np.isfinite(curvature) or curvature >= 0:
+        return float(peak)
+    return peak + float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+def _crossing(values: np.ndarray, index: int, level: float) -> float:
+    """Where ``values`` falls through ``level`` between ``index - 1`` and ``index`` (linear interpolation)."""
+    if index == 0 or not SUBPIXEL:
+        return float(index)
+    above, below = float(values[index - 1]), float(values[index])
+    return index - 1 + (above - level) / max(above - below, 1e-12)
+
+
 def _outer_flank(profiles: np.ndarray, inliers: list[tuple[int, int]]) -> list[float]:
     """Per inlier ray, the distance (pixels) from the ridge crest to where it has fallen half-way to the outside
     level; rays where it does not fall by at least a quarter of the crest's contrast to the inside are left out."""
@@ -258,5 +306,5 @@ def _outer_flank(profiles: np.ndarray, inliers: list[tuple[int, int]]) -> list[f
             continue
         below = np.flatnonzero(after <= (crest + floor) / 2.0)
         if below.size:
-            offsets.append(float(below[0]))
+            offsets.append(_crossing(after, int(below[0]), (crest + floor) / 2.0))
     return offsets

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from ...errors import InputError
+from ...io.atomic import publish_verified
 
 # Two windows are handed to the network at a time in 3D (2D: twice as many); OpenVINO runs them on two streams.
 WINDOW_BATCH = 2
@@ -93,12 +94,9 @@ def convert_to_openvino(network, window: list[int], weights_key: str):
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Give a finished temporary file the permissions a plain ``open()`` would (umask, not owner-only) and rename
-    it onto ``final`` atomically."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, final)
+    """Publish a finished temporary file onto ``final``: flushed, checked complete by its format, the permissions
+    a plain ``open()`` would give (umask, not owner-only), renamed atomically (:func:`publish_verified`)."""
+    publish_verified(tmp, final)
 
 
 def compile_for_cpu(converted):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import InputError
-from ...io import LabelTable, write_text_atomic
+from ...io import LabelTable, atomic_output, write_text_atomic
 from ...io.json_files import interpreting, read_json, require
 from .backends import publish
 
@@ -70,9 +70,8 @@ def save_model(folder: Path | str, network, meta: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     document = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **meta, "weights": WEIGHTS}
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_weights(network, str(tmp))
-    publish(tmp, folder / WEIGHTS)
+    with atomic_output(folder / WEIGHTS) as tmp:  # checked complete before it is renamed into place
+        save_weights(network, str(tmp))
     write_text_atomic(folder / MODEL_JSON, json.dumps(document, indent=1) + "\n")
     return folder
 
@@ -229,10 +228,17 @@ def save_checkpoint(folder: Path | str, network, optimizer, state: dict) -> None
     tmp = folder / f".{CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(network, str(tmp / WEIGHTS))
-    tensors, scalars = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": scalars}), encoding="utf-8")
+    try:
+        save_weights(network, str(tmp / f"{WEIGHTS}.part"))
+        publish(tmp / f"{WEIGHTS}.part", tmp / WEIGHTS)  # each file checked complete before the folder is swapped
+        tensors, scalars = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors.part"))
+        publish(tmp / "optimizer.safetensors.part", tmp / "optimizer.safetensors")
+        (tmp / "state.json.part").write_text(json.dumps({**state, "optimizer": scalars}), encoding="utf-8")
+        publish(tmp / "state.json.part", tmp / "state.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = folder / CHECKPOINT
     old = folder / f".{CHECKPOINT}.old"
     shutil.rmtree(old, ignore_errors=True)
