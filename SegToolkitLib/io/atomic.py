@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
 import shutil
+import stat
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -51,6 +56,23 @@ def check_path_text(path: Path | str, role: str = "path") -> Path:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise InputError(f"{shown}: {role} is not valid UTF-8 text; rename the file or folder") from None
     return Path(path)
+
+
+def check_not_special_file(path: Path | str, role: str = "path") -> Path:
+    """Raise :class:`InputError` when ``path`` exists but is neither a regular file nor a folder (a FIFO, a
+    socket, a device): reading one blocks or never ends, and an output renamed over it would replace it."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return Path(path)  # missing (or unreadable): the reader or writer says so in its own words
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{_shown(path)}: {role} is not a regular file or folder (a pipe, socket or device); "
+                         "give an image file or folder")
+    return Path(path)
+
+
+def _shown(path: Path | str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def check_output_path(path: Path | str, inputs: Sequence[Path | str] = ()) -> Path:
@@ -175,13 +197,69 @@ def atomic_output(path: Path | str, verify: Callable[[Path], None] | None = None
         with describe_os_errors(path):
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
-            yield tmp
-            publish_verified(tmp, path, verify)
+            with native_messages_held():
+                yield tmp
+                publish_verified(tmp, path, verify)
         except OSError as error:
             raise OutputError(describe_os_error(path, error)) from None
     finally:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             tmp.unlink()
+
+
+_held_lock = threading.Lock()
+_held: dict = {"depth": 0, "saved": None, "capture": None, "failed": False}
+
+
+@contextlib.contextmanager
+def native_messages_held() -> Iterator[None]:
+    """Hold what C libraries print straight to the process's stderr (file descriptor 2) while a file is written:
+    on success it is passed on unchanged; on a failure it is only logged (``-v``), because the writer's failure
+    becomes one clear :class:`OutputError` line and ITK's or zlib's own "wrote only 0 of N bytes" would repeat it.
+    Nested and concurrent writes share one capture (the first in redirects, the last out restores)."""
+    try:
+        _hold_stderr()
+    except (OSError, ValueError, AttributeError):  # no real file descriptor 2 (embedded interpreters): no capture
+        yield
+        return
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        _release_stderr(failed)
+
+
+def _hold_stderr() -> None:
+    with _held_lock:
+        if _held["depth"] == 0:
+            sys.stderr.flush()
+            capture = tempfile.TemporaryFile()
+            saved = os.dup(2)
+            os.dup2(capture.fileno(), 2)
+            _held.update(saved=saved, capture=capture, failed=False)
+        _held["depth"] += 1
+
+
+def _release_stderr(failed: bool) -> None:
+    with _held_lock:
+        _held["failed"] = _held["failed"] or failed
+        _held["depth"] -= 1
+        if _held["depth"] > 0:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            sys.stderr.flush()
+        os.dup2(_held["saved"], 2)
+        os.close(_held["saved"])
+        capture = _held["capture"]
+        capture.seek(0)
+        text = capture.read().decode("utf-8", "replace")
+        capture.close()
+    if text and _held["failed"]:
+        logging.getLogger(__name__).debug("native library output while writing: %s", text.strip())
+    elif text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def publish_verified(tmp: Path | str, path: Path | str, verify: Callable[[Path], None] | None = None) -> Path:

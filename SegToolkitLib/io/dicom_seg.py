@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from ..errors import InputError, OutputError
 from .atomic import atomic_output
 from .dicom_codes import code_for
-from .dicom_series import DicomSeries, SeriesGeometry, load_reference_series
+from .dicom_series import DicomSeries, SeriesGeometry, frame_attribute, load_reference_series
 from .label_map import LabelMap, label_values, merge_layers
 from .labels import LabelTable
 
@@ -430,7 +430,7 @@ def _frames(ds, path: Path) -> tuple[np.ndarray, list[int | None]]:
         if ds.SegmentationType == "LABELMAP":
             numbers.append(None)
             continue
-        number = _functional(group, shared, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
+        number = frame_attribute(group, shared, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
         try:
             numbers.append(int(number))
         except (TypeError, ValueError):
@@ -446,9 +446,9 @@ def _frame_geometry(ds, path: Path):
     positions = []
     orientation = spacing = None
     for group in groups:
-        position = _functional(group, shared, "PlanePositionSequence", "ImagePositionPatient")
-        frame_orientation = _functional(group, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-        frame_spacing = _functional(group, shared, "PixelMeasuresSequence", "PixelSpacing")
+        position = frame_attribute(group, shared, "PlanePositionSequence", "ImagePositionPatient")
+        frame_orientation = frame_attribute(group, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        frame_spacing = frame_attribute(group, shared, "PixelMeasuresSequence", "PixelSpacing")
         if position is None or frame_orientation is None or frame_spacing is None:
             raise InputError(f"{path}: DICOM SEG frames lack a position, orientation or pixel spacing; it cannot be "
                              "placed in patient space")
@@ -457,15 +457,6 @@ def _frame_geometry(ds, path: Path):
         orientation, spacing = [float(v) for v in frame_orientation], [float(v) for v in frame_spacing]
         positions.append([float(v) for v in position])
     return np.array(orientation[:3]), np.array(orientation[3:]), spacing, np.array(positions)
-
-
-def _functional(group, shared, sequence: str, attribute: str):
-    for source in (group, shared):
-        if source is not None and sequence in source and len(source[sequence].value):
-            value = source[sequence][0].get(attribute)
-            if value is not None:
-                return value
-    return None
 
 
 def _check_referenced_series(ds, reference: sitk.Image, path: Path) -> None:
@@ -486,9 +477,10 @@ def _grid_from_frames(row, column, spacing, positions, ds, path: Path) -> sitk.I
     depths = positions @ normal
     distinct = np.unique(np.round(depths, 3))
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-    step = _functional(None, shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
+    step = frame_attribute(None, shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
+    thickness = frame_attribute(None, shared, "PixelMeasuresSequence", "SliceThickness")
     step = float(step) if step else (float(np.min(np.diff(distinct))) if len(distinct) > 1 else
-                                     float(_functional(None, shared, "PixelMeasuresSequence", "SliceThickness") or 1))
+                                     float(thickness or 1))
     lowest = positions[int(np.argmin(depths))]
     count = int(round((distinct[-1] - distinct[0]) / step)) + 1 if len(distinct) > 1 else 1
     grid = sitk.Image([int(ds.Columns), int(ds.Rows), count], sitk.sitkUInt8)

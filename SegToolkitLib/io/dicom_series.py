@@ -230,9 +230,9 @@ def _frames_of(ds, path: Path) -> list[Frame]:
         shared = ds.get("SharedFunctionalGroupsSequence", [None])[0]
         frames = []
         for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence[:count]):
-            position = _functional(group, shared, "PlanePositionSequence", "ImagePositionPatient")
-            orientation = _functional(group, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-            spacing = _functional(group, shared, "PixelMeasuresSequence", "PixelSpacing")
+            position = frame_attribute(group, shared, "PlanePositionSequence", "ImagePositionPatient")
+            orientation = frame_attribute(group, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+            spacing = frame_attribute(group, shared, "PixelMeasuresSequence", "PixelSpacing")
             if position is None or orientation is None or spacing is None:
                 return []
             frames.append(Frame(path, index, np.array(position, float), np.array(orientation, float),
@@ -247,7 +247,8 @@ def _frames_of(ds, path: Path) -> list[Frame]:
                   (float(spacing[0]), float(spacing[1])), rows, columns, uid)]
 
 
-def _functional(group, shared, sequence: str, attribute: str):
+def frame_attribute(group, shared, sequence: str, attribute: str):
+    """An attribute of an enhanced multi-frame object: from the frame's own functional group, else the shared one."""
     for source in (group, shared):
         if source is not None and sequence in source and len(source[sequence].value):
             value = source[sequence][0].get(attribute)
@@ -357,9 +358,9 @@ def _rescaled_frames(ds, pixels: np.ndarray) -> np.ndarray:
     out = np.empty(pixels.shape, dtype=np.float64)
     groups = ds.get("PerFrameFunctionalGroupsSequence", [None] * len(pixels))
     for index, frame in enumerate(pixels):
-        slope = _functional(groups[index], shared, "PixelValueTransformationSequence", "RescaleSlope") \
+        slope = frame_attribute(groups[index], shared, "PixelValueTransformationSequence", "RescaleSlope") \
             if groups[index] is not None else None
-        intercept = _functional(groups[index], shared, "PixelValueTransformationSequence", "RescaleIntercept") \
+        intercept = frame_attribute(groups[index], shared, "PixelValueTransformationSequence", "RescaleIntercept") \
             if groups[index] is not None else None
         slope = float(slope if slope is not None else ds.get("RescaleSlope", 1) or 1)
         intercept = float(intercept if intercept is not None else ds.get("RescaleIntercept", 0) or 0)

@@ -16,7 +16,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, OutputError
-from .atomic import atomic_output, check_output_path, check_path_text, compound_suffix, write_failed
+from .atomic import (
+    atomic_output,
+    check_not_special_file,
+    check_output_path,
+    check_path_text,
+    compound_suffix,
+    write_failed,
+)
 from .dicom_series import read_dicom_series
 from .file_checks import check_finite_voxels, check_geometry, check_image_file, scan_nifti
 from .label_map import LabelMap, as_label_image, label_values, merge_tables
@@ -35,7 +42,7 @@ def read_image(path: Path | str, series_uid: str | None = None) -> sitk.Image:
     For a DICOM folder with several series the one with the most slices is read unless ``series_uid`` picks
     one; slices are ordered by their position along the slice normal.
     """
-    path = check_path_text(path, "input path")
+    path = check_not_special_file(check_path_text(path, "input path"), "input path")
     if path.is_dir():
         return read_dicom_series(path, series_uid)
     if not path.exists():

@@ -79,7 +79,7 @@ def print_summary(command: str, result: sitk.Image, image: sitk.Image, seeds: Se
         parts.append(f"{details['iterations']} iterations" + ("" if details.get("converged") else
                                                                 " (stopped before converging)"))
     print("; ".join(parts))
-    for warning in seed_warnings(image, indices):
+    for warning in [*seed_warnings(image, indices), *details.get("warnings", [])]:
         print(f"segtoolkit: warning: {warning}", file=sys.stderr)
     if labels_touching_edge(result):
         print(f"segtoolkit: warning: the result {CUT_OFF_WARNING}", file=sys.stderr)

@@ -100,8 +100,8 @@ def registration_options(args: argparse.Namespace):
     from ...errors import InputError
     from ...methods.atlas.multi_atlas import RegistrationOptions
 
-    if isinstance(args.mask_margin, float) and args.mask_margin < 0:
-        raise InputError(f"--mask-margin {args.mask_margin}: must be zero or positive")
+    if isinstance(args.mask_margin, float) and not 0 <= args.mask_margin < float("inf"):  # NaN fails too
+        raise InputError(f"--mask-margin {args.mask_margin}: must be a finite number, zero or positive")
     return RegistrationOptions(args.transform, args.preset, args.metric, args.init, args.interpolation,
                                args.mask_margin, args.refine)
 

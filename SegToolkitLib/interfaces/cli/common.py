@@ -29,6 +29,44 @@ def emit(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
     write_text_atomic(output, text if text.endswith("\n") else text + "\n")
 
 
+def warn(message: str) -> None:
+    """A one-line warning on stderr: the run goes on, but the user must know (never a silent surprise)."""
+    print(f"segtoolkit: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def warn_if_unlabelled(images: Sequence, names: Sequence[Path | str], consequence: str) -> list[bool]:
+    """Warn for each label map (SimpleITK image) whose voxels are all 0; returns which ones are empty."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    empty = [not np.any(sitk.GetArrayViewFromImage(image)) for image in images]
+    for is_empty, name in zip(empty, names):
+        if is_empty:
+            warn(f"{name}: holds no labels (every voxel is 0); {consequence}")
+    return empty
+
+
+def check_ignore_label(value: int | None) -> None:
+    """--ignore-label must be a label value a label map can hold: 1..65535 (0 is the background)."""
+    from ...errors import InputError
+
+    if value is not None and not 0 < value <= 65535:
+        raise InputError(f"--ignore-label {value}: must be a label value from 1 to 65535 (0 is the background)")
+
+
+def check_output_folder_apart(output: Path, inputs: Sequence[Path], what: str) -> None:
+    """An output folder must not be an input folder or lie inside one: writing there would mix the outputs with
+    the inputs (and the next run would read them as inputs)."""
+    from ...errors import OutputError
+
+    target = Path(output).resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if target == source or source in target.parents:
+            raise OutputError(f"{output}: the {what} folder must be apart from the input folder {source}; "
+                              "choose another output folder")
+
+
 def format_rows(rows: list[dict], fmt: str, columns: list[str] | None = None, document: dict | None = None) -> str:
     """Render a list of flat dicts as an aligned table, CSV, or JSON (``document`` wraps the rows for JSON)."""
     if fmt == "json":

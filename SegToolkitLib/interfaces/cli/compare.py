@@ -12,7 +12,7 @@ from ...errors import InputError
 from ...io import LabelTable, check_output_path, check_same_grid, read_label_map
 from ...io.images import is_dicom_label_file
 from ...measurement.evaluation import columns_for, compare
-from .common import add_format_argument, add_output_argument, emit, format_rows
+from .common import add_format_argument, add_output_argument, emit, format_rows, warn_if_unlabelled
 
 SCHEMA = "segtoolkit.comparison"
 SCHEMA_VERSION = 1
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         reference = read_label_map(args.reference, names)
         prediction = read_label_map(args.prediction, names, reference=reference.image)
     region = scoring_region(args, reference.image)
+    warn_if_unlabelled([prediction.image, reference.image], [args.prediction, args.reference],
+                       "its labels all score as missed or as false positives")
     rows = compare(prediction, reference, resample=args.resample, region=region)
     document = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "prediction": str(args.prediction),
                 "reference": str(args.reference), "resample": bool(args.resample),

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         document["image"] = {"modality": chosen["modality"], **describe_image(args.path, chosen["uid"])}
     elif not args.path.exists():
         raise InputError(f"{args.path}: file or folder not found")
+    elif args.series is not None:
+        raise InputError(f"{args.path}: --series picks a series of a DICOM folder; this is a single file")
     else:
         document["image"] = describe_image(args.path, None)
     _print(document, args.format)

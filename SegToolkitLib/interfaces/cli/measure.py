@@ -8,7 +8,7 @@ from pathlib import Path
 from ...io import LabelTable, check_output_path, read_scalar_image
 from ...io.images import read_label_layers
 from ...measurement.shape import measure_layers
-from .common import add_format_argument, add_output_argument, emit, format_rows
+from .common import add_format_argument, add_output_argument, emit, format_rows, warn
 
 # The readable table shows the headline columns; CSV and JSON carry every column.
 TABLE_COLUMNS_3D = ["label", "name", "present", "volume_ml", "surface_area_mm2", "feret_diameter_mm",
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     image = read_scalar_image(args.image) if args.image else None
     layers = read_label_layers(args.label_map, names, reference=image)  # DICOM SEG frames placed on the image
     result = measure_layers(layers, image)
+    if not any(row.get("present", True) for row in result.rows()):
+        warn(f"{args.label_map}: holds no labels (every voxel is 0): there is nothing to measure")
     result.sources = {"label_map": str(args.label_map), "image": str(args.image) if args.image else None}
     if args.format == "json":
         text = result.to_json()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...io import check_output_path
 from ...progress import ConsoleProgress
+from .common import check_ignore_label
 
 
 def register(subparsers) -> None:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ...methods.deep.planning import check_memory_budget, plan_dataset, save_plan
 
     check_memory_budget(args.memory_gb, args.device)
+    check_ignore_label(args.ignore_label)
     check_output_path(args.output, [args.data, args.data / "dataset.json"])
     dataset = load_dataset(args.data, args.ignore_label)
     # never over one of the dataset's own files (its dataset.json, an image or label map), before any work

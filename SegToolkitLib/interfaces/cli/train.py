@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...errors import InputError
 from ...progress import ConsoleProgress
+from .common import check_ignore_label, check_output_folder_apart
 
 DATA_LAYOUT = """dataset folder layout (DATA):
   DATA/images/<case>.nii.gz        the images (.nii.gz, .nii, .nrrd, .mha); extra channels as <case>_0001.nii.gz
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
                         ("--iterations-per-epoch", args.iterations_per_epoch)):
         if value is not None and not 0 < value < float("inf"):
             raise InputError(f"{name} {value}: must be a positive number")
+    check_ignore_label(args.ignore_label)
+    check_output_folder_apart(args.output, [args.data], "model")
     check_model_folder(args.output, args.overwrite, not args.no_int8)
     plan = load_plan(args.plan) if args.plan else None
     excluded = tuple(name.strip() for item in args.exclude for name in item.split(",") if name.strip())

@@ -219,8 +219,8 @@ def propagate_atlas(target: sitk.Image, atlas: Atlas, options: RegistrationOptio
 
 def atlas_mask(atlas: Atlas, margin_mm: float) -> sitk.Image:
     """The atlas's labelled voxels dilated by ``margin_mm`` (an ellipsoidal margin, rounded to voxels per axis)."""
-    if margin_mm < 0:
-        raise InputError(f"atlas mask margin {margin_mm} mm: must be zero or positive")
+    if not 0 <= margin_mm < float("inf"):  # NaN compares False: it failed later in int(round(...))
+        raise InputError(f"atlas mask margin {margin_mm} mm: must be a finite number, zero or positive")
     mask = sitk.Cast(atlas.labels.image > 0, sitk.sitkUInt8)
     radius = [int(round(margin_mm / spacing)) for spacing in atlas.labels.image.GetSpacing()]
     return sitk.BinaryDilate(mask, radius) if max(radius) > 0 else mask

@@ -2,9 +2,11 @@
 ultrasound, a vessel wall), and the moment ellipse of a region.
 
 The ridge fit casts rays from the seed, keeps the strongest brightness maxima along each ray as candidates, and
-fits an ellipse by RANSAC (five candidates on five random rays per trial, scored by the number of rays that have a
-candidate near the ellipse), then refines it by least squares on the inliers whose ridge is at least half as
-strong as their median (weak maxima where the skull runs along the beam are often misplaced). The returned
+fits an ellipse by RANSAC (five candidates on five random rays per trial; an ellipse scores the ridge strength of
+the candidates on it, less half the strongest ridge it encloses on each ray, because the skull is the first strong
+ridge around a click in the head, and its centre must lie near the click), then refines it by least squares on the
+sub-sample crests of the inliers whose ridge is at least half as strong as their median (weak maxima where the
+skull runs along the beam are often misplaced). The returned
 ellipse lies on the outer part of the ridge (half-way from its crest to where it has fallen half-way to the outside
 level), where a reader draws the outline of a skull.
 """
@@ -18,15 +20,16 @@ from scipy import ndimage
 
 RAYS = 120
 CANDIDATES_PER_RAY = 3
-TRIALS = 300
+TRIALS = 1000
 MIN_RADIUS_PX = 6
 MAX_AXIS_RATIO = 2.5
 STRONG_RIDGE = 0.3  # candidate maxima reach this share of the ray's strongest ridge
 WEAK_RIDGE = 0.5
-SEED_OFFSET = 0.8  # the seed lies within this share of the way from the ellipse's centre to its outline
-SUBPIXEL = 1
-INSIDE_PENALTY = 0.0
-INSIDE_MARGIN = 2.0
+SEED_OFFSET = 0.3  # the seed (a click in the middle of the head) lies within this share of the way from the
+# ellipse's centre to its outline
+SUBPIXEL = True  # crests and flank crossings between samples (samples are 0.5 mm apart on the snake's grid)
+INSIDE_PENALTY = 0.5  # an ellipse loses this share of the strongest ridge it encloses on each ray
+INSIDE_MARGIN = 2.0  # ... counting ridges more than this many inlier tolerances inside the ellipse
 OUTER_FLANK_SHARE = 0.5  # place the outline half-way down the outer half of the ridge (outer part of a skull)
 
 

@@ -394,6 +394,9 @@ EDGE_LEVELS = 256  # quantised gradient: ITK's watershed keeps one queue per gre
 EDGE_CAP_PERCENTILE = 99.9  # gradients above it are all "strong edge" (one outlier does not squash the scale)
 
 
+MAX_COMPETITIVE_LABEL = 65534  # markers are 16-bit and the background seeds take the value above the largest
+
+
 def _competitive_markers(image: sitk.Image, seeds, seed_map, ijk: bool, ras: bool) -> tuple[np.ndarray, int]:
     """The marker array (z, y, x; background seeds under their own value) and that background value."""
     markers = np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint16)
@@ -402,11 +405,14 @@ def _competitive_markers(image: sitk.Image, seeds, seed_map, ijk: bool, ras: boo
         seed_values = sitk.GetArrayViewFromImage(seed_map)
         if seed_values.min() < 0 or np.any(seed_values != np.round(seed_values)):
             raise InputError("seed label map: must hold whole, non-negative label values")
+        if seed_values.max() > MAX_COMPETITIVE_LABEL:
+            raise InputError(f"seed label map: label {int(seed_values.max())} is too large; competitive growing "
+                             f"takes labels 1..{MAX_COMPETITIVE_LABEL}")
         markers[seed_values > 0] = seed_values[seed_values > 0].astype(np.uint16)
     background_marker = int(max(markers.max(), max((seeds or {0: []}).keys(), default=0))) + 1
     for label, points in (seeds or {}).items():
-        if label < 0:
-            raise InputError(f"seed label {label}: must be 0 (background) or positive")
+        if not 0 <= label <= MAX_COMPETITIVE_LABEL:
+            raise InputError(f"seed label {label}: must be 0 (background) or 1..{MAX_COMPETITIVE_LABEL}")
         for index in seed_indices(image, points, ijk, ras, what=f"seed of label {label}"):
             markers[tuple(reversed(index))] = label if label > 0 else background_marker
     present = np.unique(markers[markers > 0])

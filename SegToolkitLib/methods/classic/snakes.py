@@ -118,6 +118,8 @@ class SnakeSession:
         _check_options(shape=shape, model=model, feature=feature, expansion=expansion, smoothness=smoothness,
                        edge_attraction=edge_attraction, region_weight=region_weight, sigma_mm=sigma_mm,
                        radius_mm=radius_mm)
+        if initial_mask is None and not seeds:  # before the feature choice, which starts from the seeds
+            raise InputError("snake: give at least one seed point or an initial mask")
         self.input_image = checked_float_image(image)
         self.model = model
         self.parameters = SnakeParameters(1.0, 0.3, edge_attraction, region_weight)
@@ -780,4 +782,28 @@ def snake(image: sitk.Image, seeds: Sequence[Point] | None = None, initial_mask:
     check_result(mask, "snake", "try a larger --radius, a different --expansion or an initial mask")
     if details is not None:
         details.update(session.describe(), iterations=session.iteration, converged=session.converged)
+        collapse = collapse_warning(mask, seeds if initial_mask is None else None,
+                                    options.get("radius_mm") or default_radius_mm(session.image))
+        if collapse:
+            details.setdefault("warnings", []).append(collapse)
     return mask
+
+
+def collapse_warning(mask: sitk.Image, seeds: Sequence[Point] | None, radius_mm: float) -> str | None:
+    """A warning when a contour started from seed bubbles ended far smaller than one bubble: the structure is
+    probably finer than the snake's working grid (or the feature pushed the contour in), so the tiny result
+    would be a silently wrong segmentation."""
+    if not seeds:
+        return None
+    voxel = float(np.prod(mask.GetSpacing()))
+    dimension = mask.GetDimension()
+    bubble = np.pi * radius_mm ** 2 if dimension == 2 else 4.0 / 3.0 * np.pi * radius_mm ** 3
+    result = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel
+    if result >= COLLAPSE_FRACTION * bubble:
+        return None
+    return (f"the contour shrank to {result:.3g} {'mm²' if dimension == 2 else 'mm³'}, under "
+            f"{COLLAPSE_FRACTION:.0%} of its {radius_mm:g} mm seed bubble: the structure may be finer than the "
+            "snake's working grid; check the result, or try 'segtoolkit grow' or --model chan-vese")
+
+
+COLLAPSE_FRACTION = 0.25

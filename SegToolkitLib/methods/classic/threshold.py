@@ -61,8 +61,8 @@ def threshold(image: sitk.Image, lower: float | None = None, upper: float | None
     chosen = sum([lower is not None or upper is not None, otsu_classes is not None, hysteresis_range is not None])
     if chosen > 1:
         raise InputError("threshold: choose one of a range (--lower/--upper), --otsu or --hysteresis")
-    if min_island_ml < 0:
-        raise InputError(f"minimum island size {min_island_ml:g} mL: must not be negative")
+    if not min_island_ml >= 0 or not np.isfinite(min_island_ml):  # NaN compares False: it would keep everything
+        raise InputError(f"minimum island size {min_island_ml:g} mL: must be a finite number, 0 or more")
     image = checked_float_image(image)
     indices = seed_indices(image, seeds, ijk, ras) if seeds else []
     if otsu_classes is not None:

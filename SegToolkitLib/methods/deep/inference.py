@@ -40,6 +40,7 @@ import SimpleITK as sitk
 
 from ...errors import InputError
 from ...io import LabelMap
+from ...io.file_checks import available_memory_bytes
 from ...progress import CancelToken, ProgressCallback, report
 from .backends import (
     WINDOW_BATCH,
@@ -76,18 +77,6 @@ class Prediction:
     uncertainty: sitk.Image | None = None
     backend: str = "torch"
     seconds: float = 0.0
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give (MemAvailable on Linux); None when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def estimate_memory_bytes(model: DeepModel, image: sitk.Image, probabilities: bool = False,
