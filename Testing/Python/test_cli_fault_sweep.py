@@ -270,3 +270,44 @@ def test_native_library_messages_while_writing_are_held(tmp_path, capfd, fails):
     assert (tmp_path / "out.txt").exists() is not fails
     os.write(2, b"stderr works again\n")
     assert "stderr works again" in capfd.readouterr().err
+
+
+def test_a_training_image_without_a_label_map_is_named_not_dropped_silently(tmp_path, caplog):
+    from deep_synthetic import make_blob_dataset
+
+    from SegToolkitLib.methods.deep.dataset import load_dataset
+
+    data = make_blob_dataset(tmp_path / "data", cases=3, size=(12, 12, 6), spacing=(1.0, 1.0, 2.0), modality="MR")
+    next(iter(sorted((data / "labels").iterdir()))).unlink()
+    with caplog.at_level("WARNING"):
+        dataset = load_dataset(data)
+    assert len(dataset.cases) == 2
+    assert "1 image(s) without a label map are left out of training: case00" in caplog.text
+
+
+@pytest.mark.parametrize("failing", ["transform", "image"])
+def test_register_publishes_both_outputs_or_neither(tmp_path, monkeypatch, capsys, failing):
+    import SimpleITK as sitk
+
+    import SegToolkitLib.io
+    from SegToolkitLib.errors import OutputError
+    from SegToolkitLib.interfaces.cli import main
+    from SegToolkitLib.methods.atlas import registration
+
+    z, y, x = np.mgrid[:20, :20, :20]
+    ball = (((x - 9) ** 2 + (y - 10) ** 2 + (z - 10) ** 2) < 30).astype(np.float32) * 100
+    for name, array in (("fixed", ball), ("moving", np.roll(ball, 1, axis=2))):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nii.gz"))
+
+    def disk_full(_, path, *args, **kwargs):
+        raise OutputError(f"{path}: cannot write (the disk is full; free space and run again); nothing was saved")
+
+    if failing == "transform":
+        monkeypatch.setattr(registration, "save_transform", disk_full)
+    else:
+        monkeypatch.setattr(SegToolkitLib.io, "write_image", disk_full)
+    code = main(["register", str(tmp_path / "fixed.nii.gz"), str(tmp_path / "moving.nii.gz"), "-o",
+                 str(tmp_path / "t.tfm"), "--transform", "rigid", "--preset", "fast", "--resampled",
+                 str(tmp_path / "moved.nii.gz")])
+    assert code == 2 and "disk is full" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.nii.gz", "moving.nii.gz"]

@@ -69,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
                                  moving_mask, progress=progress, fixed_name=str(args.fixed),
                                  moving_name=str(args.moving))
     resampled = resample_image(moving, fixed, result.transform) if args.resampled is not None else None
-    save_transform(result.transform, args.output)
-    if resampled is not None:
-        write_image(resampled, args.resampled)
+    written: list[Path] = []
+    try:  # both outputs or neither: a transform without the image it was asked with is a half-finished result
+        if resampled is not None:
+            written.append(write_image(resampled, args.resampled))
+        save_transform(result.transform, args.output)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     rows = [{"stage": stage.name, "seconds": round(stage.seconds, 2), "metric": stage.metric_value,
              "iterations": stage.iterations} for stage in result.stages]
     print(format_rows(rows, args.format, document={"transform": str(args.output), "stages": rows}), end="")

@@ -16,6 +16,7 @@ in the loss or in validation. Every case's image channels are brought onto its p
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from ...io.json_files import interpreting, read_json, require
 DEFAULT_IGNORE_LABEL = 255
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _CHANNEL_PATTERN = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -191,6 +194,7 @@ def _load_nnunet(folder: Path, meta: dict, ignore_label: int | None) -> Dataset:
         if missing:
             raise InputError(f"{folder / 'imagesTr'}: channel files {missing} are missing for case {name}")
         cases.append(Case(name, files, label))
+    _warn_unlabelled(folder / "imagesTr", images, {case.name for case in cases})
     return Dataset(folder, cases, table, channels, " ".join(channels), ignore, _dimension(meta, cases))
 
 
@@ -248,7 +252,17 @@ def _cases_from_files(folder: Path) -> list[Case]:
             extra.append(images[f"{name}_{index:04d}"])
             index += 1
         cases.append(Case(name, [primary] + extra, label))
+    _warn_unlabelled(folder / "images", images, {case.name for case in cases})
     return cases
+
+
+def _warn_unlabelled(folder: Path, images: dict[str, Path], labelled: set[str]) -> None:
+    """Say which images are left out for want of a label map (never drop a case without a word)."""
+    unlabelled = sorted({re.sub(r"_\d{4}$", "", name) for name in images} - labelled)
+    if unlabelled:
+        shown = ", ".join(unlabelled[:5]) + (f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else "")
+        log.warning("%s: %d image(s) without a label map are left out of training: %s", folder, len(unlabelled),
+                    shown)
 
 
 def _dimension(meta: dict, cases: list[Case]) -> int:
