@@ -30,6 +30,7 @@ from .dicom_codes import code_for
 from .dicom_series import DicomSeries, SeriesGeometry, frame_attribute, load_reference_series
 from .label_map import LabelMap, label_values, merge_layers
 from .labels import LabelTable
+from .messages import format_numbers
 
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -153,9 +154,9 @@ def grid_problem(image: sitk.Image, geometry: SeriesGeometry) -> str:
     if not np.allclose(image.GetDirection(), geometry.direction, atol=1e-4):
         return "different orientation"
     if not np.allclose(image.GetSpacing(), geometry.spacing, rtol=1e-4, atol=1e-4):
-        return f"spacing {_fmt(image.GetSpacing())} vs {_fmt(geometry.spacing)} mm"
+        return f"spacing {format_numbers(image.GetSpacing())} vs {format_numbers(geometry.spacing)} mm"
     if not np.allclose(image.GetOrigin(), geometry.origin, atol=GRID_TOLERANCE_MM):
-        return f"origin {_fmt(image.GetOrigin())} vs {_fmt(geometry.origin)} mm"
+        return f"origin {format_numbers(image.GetOrigin())} vs {format_numbers(geometry.origin)} mm"
     return ""
 
 
@@ -496,8 +497,8 @@ def _slice_indices(grid: sitk.Image, row, column, spacing, positions, path: Path
     if grid.GetDimension() != 3:
         raise InputError(f"{path}: a DICOM SEG is 3D; the image it is placed on is {grid.GetDimension()}D")
     if not (np.allclose(direction[:, 0], row, atol=1e-4) and np.allclose(direction[:, 1], column, atol=1e-4)):
-        raise InputError(f"{path}: the SEG's frames are not oriented like the image's slices (row {_fmt(row)}, "
-                         f"column {_fmt(column)}); it belongs to another image")
+        raise InputError(f"{path}: the SEG's frames are not oriented like the image's slices "
+                         f"(row {format_numbers(row)}, column {format_numbers(column)}); it belongs to another image")
     if not np.allclose(grid.GetSpacing()[:2], (spacing[1], spacing[0]), rtol=1e-4, atol=1e-4):
         raise InputError(f"{path}: the SEG's pixel spacing {spacing[1]:.4g} x {spacing[0]:.4g} mm differs from the "
                          f"image's {grid.GetSpacing()[0]:.4g} x {grid.GetSpacing()[1]:.4g} mm; it belongs to another "
@@ -509,8 +510,8 @@ def _slice_indices(grid: sitk.Image, row, column, spacing, positions, path: Path
         offset = np.linalg.norm((index - nearest) * np.array(grid.GetSpacing()))
         if nearest[0] != 0 or nearest[1] != 0 or offset > max(GRID_TOLERANCE_MM, 0.01 * min(grid.GetSpacing())) \
                 or not 0 <= nearest[2] < grid.GetSize()[2]:
-            raise InputError(f"{path}: a SEG frame at {_fmt(position)} mm is not on a slice of the image (nearest "
-                             f"voxel index {_fmt(index)}); the SEG belongs to another image or grid")
+            raise InputError(f"{path}: a SEG frame at {format_numbers(position)} mm is not on a slice of the image "
+                             f"(nearest voxel index {format_numbers(index)}); the SEG belongs to another image or grid")
         indices.append(int(nearest[2]))
     return indices
 
@@ -530,5 +531,3 @@ def _copy_grid(image: sitk.Image, grid: sitk.Image) -> None:
     image.SetDirection(grid.GetDirection())
 
 
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .messages import first_line, format_numbers
 
 # SOP classes that hold no image to segment (segmentations, structure sets, reports, presentation states...).
 NON_IMAGE_MODALITIES = ("SEG", "RTSTRUCT", "SR", "PR", "KO", "RTPLAN", "RTDOSE", "REG")
@@ -262,7 +263,7 @@ def _check_duplicates(frames: list[Frame], steps: np.ndarray, name: str) -> None
     if len(duplicates):
         a, b = frames[duplicates[0]], frames[duplicates[0] + 1]
         raise InputError(f"{name}: {len(duplicates)} slice position(s) occur twice (e.g. {a.path.name} and "
-                         f"{b.path.name} at {_fmt(a.position)} mm); the folder holds duplicate files or two "
+                         f"{b.path.name} at {format_numbers(a.position)} mm); the folder holds duplicate files or two "
                          "acquisitions in one series: remove the duplicates or split the series")
 
 
@@ -327,7 +328,7 @@ def _read_single_frames(series: DicomSeries) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as error:
-        raise InputError(f"{series.folder}: cannot read DICOM series {series.uid} ({_first_line(error)})") from None
+        raise InputError(f"{series.folder}: cannot read DICOM series {series.uid} ({first_line(error)})") from None
 
 
 def _read_multiframe(series: DicomSeries) -> sitk.Image:
@@ -368,11 +369,5 @@ def _rescaled_frames(ds, pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    detail = [line for line in lines if "itk::ERROR" in line or "Exception" in line]
-    return (detail or lines or ["unknown error"])[-1][:200]
 
 
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

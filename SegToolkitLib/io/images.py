@@ -28,6 +28,7 @@ from .dicom_series import read_dicom_series
 from .file_checks import check_finite_voxels, check_geometry, check_image_file, scan_nifti
 from .label_map import LabelMap, as_label_image, label_values, merge_tables
 from .labels import LabelTable
+from .messages import first_line, format_numbers
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -188,7 +189,7 @@ def write_image(image: sitk.Image, path: Path | str, compress: bool = True) -> P
         try:
             sitk.WriteImage(image, str(tmp), useCompression=compress)
         except RuntimeError as error:
-            raise write_failed(path, f"image writer: {_first_line(error)}") from None
+            raise write_failed(path, f"image writer: {first_line(error)}") from None
     return path
 
 
@@ -239,7 +240,7 @@ def grid_difference(image: sitk.Image, reference: sitk.Image, tolerance: float =
     for what, a, b in checks:
         scale = max(1.0, float(np.max(np.abs(b))))
         if not np.allclose(a, b, atol=tolerance * scale, rtol=0):
-            return f"{what} {_fmt(a)} vs {_fmt(b)}"
+            return f"{what} {format_numbers(a)} vs {format_numbers(b)}"
     return ""
 
 
@@ -252,7 +253,7 @@ def _read_with_itk(path: Path) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"{path}: cannot read image ({_first_line(error)}); is the file complete and "
+        raise InputError(f"{path}: cannot read image ({first_line(error)}); is the file complete and "
                          "in the format its extension says?") from None
 
 
@@ -286,12 +287,6 @@ def _picture_to_scalar(image: sitk.Image) -> sitk.Image:
     return out
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    detail = [line for line in lines if "itk::ERROR" in line or "Exception" in line]
-    return (detail or lines or ["unknown error"])[-1][:200]
 
 
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
