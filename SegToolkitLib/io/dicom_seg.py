@@ -105,9 +105,9 @@ def write_dicom_seg(label_map: LabelMap | list[LabelMap], path: Path | str, opti
             seg = hd.seg.Segmentation(
                 source_images=series.datasets, pixel_array=volume, segmentation_type=options.seg_type.upper(),
                 segment_descriptions=descriptions, series_instance_uid=hd.UID(),
-                series_number=_derived_series_number(source), sop_instance_uid=hd.UID(), instance_number=1,
+                series_number=derived_series_number(source, 1000), sop_instance_uid=hd.UID(), instance_number=1,
                 manufacturer="SegToolkit", manufacturer_model_name=f"SegToolkit {options.method}",
-                software_versions=_version(), device_serial_number="none",
+                software_versions=software_version(), device_serial_number="none",
                 series_description=f"SegToolkit {options.method}"[:64],
                 content_description=f"{options.method} segmentation"[:64],
                 transfer_syntax_uid=_transfer_syntax(options, path))
@@ -207,7 +207,8 @@ def _description(number: int, label, options: DicomOutput):
         parameters["model_sha256"] = options.model_hash
     family = getattr(codes.cid7162, METHOD_FAMILIES.get(options.method, "ArtificialIntelligence"))
     algorithm = hd.AlgorithmIdentificationSequence(name=f"SegToolkit {options.method}"[:64], family=family,
-                                                   version=_version(), source="SegToolkit", parameters=parameters)
+                                                   version=software_version(), source="SegToolkit",
+                                                   parameters=parameters)
     rgb = [int(round(255 * min(max(c, 0.0), 1.0))) for c in label.color]
     description = hd.seg.SegmentDescription(
         segment_number=number, segment_label=label.name[:64], segmented_property_category=coded.category,
@@ -231,14 +232,17 @@ def _transfer_syntax(options: DicomOutput, path: Path) -> str:
     return RLELossless
 
 
-def _derived_series_number(source) -> int:
+def derived_series_number(source, offset: int) -> int:
+    """A series number for an object derived from ``source`` (its number + ``offset``; the offset alone when the
+    source has none), so SEG, RTSTRUCT and SR sort after the images they describe."""
     try:
-        return int(source.get("SeriesNumber", 0) or 0) + 1000
+        return int(source.get("SeriesNumber", 0) or 0) + offset
     except (TypeError, ValueError):
-        return 1000
+        return offset
 
 
-def _version() -> str:
+def software_version() -> str:
+    """SegToolkit's version, as the derived DICOM objects record it."""
     from .. import __version__
 
     return str(__version__)

@@ -24,7 +24,7 @@ from scipy import ndimage
 from ..errors import InputError, OutputError
 from .atomic import atomic_output
 from .dicom_codes import code_for
-from .dicom_seg import RTSTRUCT_SOP_CLASS, DicomOutput, reference_for
+from .dicom_seg import RTSTRUCT_SOP_CLASS, DicomOutput, derived_series_number, reference_for, software_version
 from .label_map import LabelMap, label_values, merge_layers
 from .labels import LabelTable
 
@@ -220,11 +220,11 @@ def _structure_set(series, options: DicomOutput):
     ds.FrameOfReferenceUID = source.FrameOfReferenceUID
     ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "") or ""
     ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
-    ds.SeriesNumber = _series_number(source)
+    ds.SeriesNumber = derived_series_number(source, 2000)
     ds.SeriesDescription = f"SegToolkit {options.method}"[:64]
     ds.OperatorsName = ""
     ds.Manufacturer, ds.ManufacturerModelName = "SegToolkit", f"SegToolkit {options.method}"[:64]
-    ds.SoftwareVersions = _version()
+    ds.SoftwareVersions = software_version()
     ds.InstanceNumber = 1
     ds.StructureSetLabel = f"SegToolkit {options.method}"[:16]
     ds.StructureSetName = ds.StructureSetLabel
@@ -317,22 +317,9 @@ def _verify(tmp: Path, path: Path, rois, grid: sitk.Image) -> None:
 
 
 def _algorithm_text(options: DicomOutput) -> str:
-    text = f"SegToolkit {_version()} {options.method}"
+    text = f"SegToolkit {software_version()} {options.method}"
     if options.model_name:
         text += f" model {options.model_name}"
     if options.model_hash:
         text += f" sha256 {options.model_hash}"
     return text
-
-
-def _series_number(source) -> int:
-    try:
-        return int(source.get("SeriesNumber", 0) or 0) + 2000
-    except (TypeError, ValueError):
-        return 2000
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return str(__version__)

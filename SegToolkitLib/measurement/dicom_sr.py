@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_output
-from ..io.dicom_seg import segment_label_values
+from ..io.dicom_seg import derived_series_number, segment_label_values, software_version
 
 ALGORITHM = "SegToolkit measure"
 
@@ -45,7 +45,7 @@ def write_measurement_sr(report, seg_path: Path | str, path: Path | str, modalit
     observer = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
                                      observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                                          uid=hd.UID(), name=ALGORITHM, manufacturer_name="SegToolkit",
-                                         model_name=_version()))
+                                         model_name=software_version()))
     content = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=procedure, imaging_measurements=groups, title=codes.cid7021.ImagingMeasurementReport)
@@ -54,7 +54,7 @@ def write_measurement_sr(report, seg_path: Path | str, path: Path | str, modalit
             warnings.simplefilter("ignore", UserWarning)
             sr = hd.sr.Comprehensive3DSR(
                 evidence=[seg], content=content[0], series_instance_uid=hd.UID(),
-                series_number=_series_number(seg), sop_instance_uid=hd.UID(), instance_number=1,
+                series_number=derived_series_number(seg, 1), sop_instance_uid=hd.UID(), instance_number=1,
                 manufacturer="SegToolkit", is_complete=True, series_description="SegToolkit measurements")
     except (ValueError, TypeError, AttributeError) as error:
         raise OutputError(f"{path}: cannot build the structured report ({str(error)[:200]})") from None
@@ -98,16 +98,3 @@ def _source_modality(seg) -> str:
     """The modality of the images the SEG was made from, as its content label records it (e.g. ``CT_SEG``)."""
     label = str(seg.get("ContentLabel", ""))
     return label.split("_")[0] if "_" in label else ""
-
-
-def _series_number(seg) -> int:
-    try:
-        return int(seg.get("SeriesNumber", 0) or 0) + 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return str(__version__)
