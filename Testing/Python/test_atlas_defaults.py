@@ -30,6 +30,7 @@ from SegToolkitLib.methods.atlas import (
 from SegToolkitLib.methods.atlas.multi_atlas import _start_worker
 from SegToolkitLib.methods.atlas.refinement import MAX_LABELS
 from SegToolkitLib.methods.atlas.strategy import label_fit
+from SegToolkitLib.methods.atlas.walls import apply_offsets, calibrate_offsets, fill_cavities, find_walls
 
 SPACING = (1.5, 1.5, 5.0)
 
@@ -127,6 +128,52 @@ def test_refinement_keeps_the_vote_when_it_cannot_model_the_labels():
     tiny[28, 28, 4] = 1  # one voxel: an intensity model would grow it into the noise
     kept = refine_with_intensities(noise, [tiny], tiny)
     assert not kept.applied and "kept the atlas vote" in kept.note
+
+
+def test_a_wall_is_recognised_and_its_cavity_filled_within_it():
+    _, truth = heart()  # a wall (label 2) all around the pool (label 1)
+    array = sitk.GetArrayFromImage(truth)
+    assert find_walls([array], [1, 2], truth.GetSpacing()) == [(2, 1)]
+    holed = array.copy()
+    holed[:, 26:30, 23:26] = 2  # a dark papillary muscle in the pool, taken for wall by an intensity model
+    filled = fill_cavities(holed, [(2, 1)])
+    block = (slice(None), slice(26, 30), slice(23, 26))
+    assert np.all(filled[block][array[block] == 1] == 1)  # back in the cavity
+    assert np.array_equal(filled == 0, array == 0)  # nothing outside the wall's outline changes
+    assert np.sum(filled != array) < 0.05 * np.sum(array == 2)  # the wall keeps its shape (a digital disc's hull)
+    assert np.array_equal(fill_cavities(holed, []), holed)
+
+
+def test_labels_side_by_side_are_not_taken_for_a_wall():
+    _, truth = heart()
+    array = sitk.GetArrayFromImage(truth)
+    apart = np.where(array == 2, 0, array)
+    apart[:, 5:15, 5:15] = 2  # a second structure beside the pool, not around it
+    assert find_walls([apart], [1, 2], truth.GetSpacing()) == []
+
+
+def test_outline_offsets_are_learnt_from_how_the_atlas_contours_sit():
+    image, truth = heart()
+    array = sitk.GetArrayFromImage(truth)
+    # contours drawn 3 mm (two voxels) outside the edges the intensities show, as some experts draw them
+    drawn = apply_offsets(array, {1: 3.0, 2: 3.0}, [(2, 1)], truth)
+    assert label_dice(_like(drawn, truth), truth)[2] < 0.85
+
+    def relabel(atlas_image, prior):  # stands in for the intensity model: it finds the true edges
+        return array.copy()
+
+    offsets = calibrate_offsets([image], [drawn], [1, 2], [(2, 1)], relabel)
+    assert 2.0 <= offsets[1] <= 3.5 and 2.0 <= offsets[2] <= 3.5
+    assert label_dice(_like(apply_offsets(array, offsets, [(2, 1)], truth), truth),
+                      _like(drawn, truth))[2] > 0.95
+    same = calibrate_offsets([image], [array], [1, 2], [(2, 1)], relabel)
+    assert same == {1: 0.0, 2: 0.0}  # contours on the edges: nothing to grow
+
+
+def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 def test_between_subjects_defaults_register_affine_and_refine():

@@ -17,6 +17,7 @@ from SegToolkitLib.methods.deep.planning import (
     load_plan,
     plan_dataset,
     save_plan,
+    structure_thickness_voxels,
     target_spacing,
 )
 from SegToolkitLib.methods.deep.preprocessing import plan_grid, preprocess_images
@@ -58,6 +59,8 @@ def test_annotated_slices_become_ignore(tmp_path):
         assert np.all(labels[z][raw[z] == 0] == 255) and np.array_equal(labels[z][raw[z] > 0], raw[z][raw[z] > 0])
     for z in (2, 3):
         assert np.array_equal(labels[z], raw[z])
+    # slices 1 has label 1 drawn but not label 2: its unlabelled voxels are known not to be label 1
+    assert dataset.cases[0].partly_annotated_slices(5) == {1: [1]}
 
 
 def test_bad_datasets(tmp_path):
@@ -149,6 +152,45 @@ def test_zoomed_field_of_view_is_resampled_to_a_common_size(tmp_path):
         check_plan(dict(plan, target_size=[20]), "plan.json")
     with pytest.raises(InputError, match="target_size needs one whole number"):
         check_plan(dict(plan, target_size=[0, 10]), "plan.json")
+
+
+def ring_and_disc(size=256, radius=60.0, wall=5.0):
+    """A disc (label 1) inside a ring ``wall`` voxels wide (label 2), on one 2D slice."""
+    y, x = np.mgrid[:size, :size] - size / 2
+    distance = np.hypot(x, y)
+    return np.where(distance < radius, 1, np.where(distance < radius + wall, 2, 0)).astype(np.int32)[None]
+
+
+def test_structure_thickness_is_a_rings_width_and_a_discs_radius():
+    thickness = structure_thickness_voxels(ring_and_disc(), (0.5, 0.5, 8.0), 255)
+    assert 0.75 * 60 < thickness[1] <= 60 and 0.75 * 5 < thickness[2] <= 5  # edge counting errs on the thin side
+    assert structure_thickness_voxels(ring_and_disc(), (1.0, 2.0, 8.0), 255)[2] > thickness[2]  # finest spacing
+
+
+def write_thick_slice_dataset(folder, wall):
+    """Thick-slice cine-like stacks 192x192 (1.4 mm): a disc in a ring ``wall`` voxels wide."""
+    rng = np.random.default_rng(5)
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for index in range(3):
+        labels = np.repeat(ring_and_disc(192, 30.0, wall), 6, axis=0)
+        image = sitk.GetImageFromArray((labels * 40 + rng.normal(0, 5, labels.shape)).astype(np.float32))
+        label = sitk.GetImageFromArray(labels.astype(np.uint8))
+        for item in (image, label):
+            item.SetSpacing((1.4, 1.4, 8.0))
+        sitk.WriteImage(image, str(folder / "images" / f"case{index}.nii.gz"))
+        sitk.WriteImage(label, str(folder / "labels" / f"case{index}.nii.gz"))
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"1": "pool", "2": "wall"}, "modality": "MR"}))
+    return folder
+
+
+def test_cpu_plan_keeps_thin_structures_four_voxels_across(tmp_path):
+    thin = plan_dataset(load_dataset(write_thick_slice_dataset(tmp_path / "thin", wall=4.0)))
+    thick = plan_dataset(load_dataset(write_thick_slice_dataset(tmp_path / "thick", wall=16.0)))
+    assert thin["configuration"] == thick["configuration"] == "2d"
+    # a thick wall may be coarsened until the image is about one patch; a 4-voxel wall keeps the pixel size
+    assert thick["target_spacing"][0] > 1.6 and thin["target_spacing"][0] == pytest.approx(1.4, rel=0.02)
+    assert thin["fingerprint"]["structure_thickness_voxels"]["2"] <= 4.0
 
 
 def test_field_of_view_rule_needs_constant_size_and_varying_extent():

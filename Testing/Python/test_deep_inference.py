@@ -114,6 +114,7 @@ def test_openvino_backend_agrees_and_is_cached(model_3d, tmp_path, monkeypatch):
     converted = predict(model, image, backend="openvino")
     assert converted.backend == "openvino" and len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1
     assert dice(fp32 > 0, sitk.GetArrayFromImage(converted.label_map.image) > 0) > 0.97
+    monkeypatch.setattr(inference, "has_bf16_matrix_units", lambda: False)  # AMX CPUs choose openvino-bf16
     assert predict(model, image).backend == "openvino"  # auto uses the cached conversion
 
 
@@ -278,8 +279,12 @@ def test_auto_backend_converts_only_when_it_pays_off_and_a_forced_backend_stays(
     import importlib.util
 
     if importlib.util.find_spec("openvino") is not None:
+        monkeypatch.setattr(inference, "has_bf16_matrix_units", lambda: False)
         assert inference.choose_backend("auto", "cpu", windows=inference.OPENVINO_MIN_WINDOWS) == "openvino"
         assert inference.choose_backend("auto", "cpu", windows=1, converted=True) == "openvino"  # cached
+        monkeypatch.setattr(inference, "has_bf16_matrix_units", lambda: True)  # AMX: bf16 matrix units
+        assert inference.choose_backend("auto", "cpu", windows=1, converted=True) == "openvino-bf16"
+        monkeypatch.setattr(inference, "has_bf16_matrix_units", lambda: False)
     fallback = inference.choose_backend("auto", "cpu", windows=inference.OPENVINO_MIN_WINDOWS - 1)
     assert fallback in ("torch", "torch-bf16")
     for forced in ("torch", "torch-bf16"):

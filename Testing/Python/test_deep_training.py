@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from SegToolkitLib.errors import InputError  # noqa: E402
 from SegToolkitLib.interfaces.cli.app import main  # noqa: E402
 from SegToolkitLib.methods.deep.dataset import load_dataset  # noqa: E402
-from SegToolkitLib.methods.deep.inference import predict  # noqa: E402
+from SegToolkitLib.methods.deep.inference import keep_most_certain_components, predict  # noqa: E402
 from SegToolkitLib.methods.deep.model_package import load_model, read_model_json  # noqa: E402
 from SegToolkitLib.methods.deep.planning import plan_dataset  # noqa: E402
 from SegToolkitLib.methods.deep.training import TrainingOptions, dice_ce_loss, train  # noqa: E402
@@ -44,6 +44,40 @@ def test_ignore_label_is_left_out_of_the_loss():
     loss.backward()
     assert torch.all(logits.grad[:, :, :4] == 0) and torch.any(logits.grad[:, :, 4:] != 0)
     assert float(dice_ce_loss(logits.detach(), torch.full_like(target, -1))) == 0.0
+
+
+def two_components(large_p: float, small_p: float) -> np.ndarray:
+    """Probabilities (2, 1, 20, 40) of a 20x20 region at ``large_p`` and a separate 10x10 one at ``small_p``."""
+    foreground = np.full((1, 20, 40), 0.02, np.float32)
+    foreground[0, :, :20] = large_p
+    foreground[0, 5:15, 28:38] = small_p
+    return np.stack([1 - foreground, foreground])
+
+
+def test_the_most_certain_component_is_kept_not_the_largest():
+    hesitant = two_components(0.7, 0.97)  # a large region the network hesitates on, a small confident one
+    keep_most_certain_components(hesitant, [1])
+    assert not (hesitant.argmax(0)[0, :, :20] == 1).any() and (hesitant.argmax(0)[0, 5:15, 28:38] == 1).all()
+    sure = two_components(0.97, 0.97)  # equally certain: the larger one stays
+    keep_most_certain_components(sure, [1])
+    assert (sure.argmax(0)[0, :, :20] == 1).all() and not (sure.argmax(0)[0, :, 20:] == 1).any()
+    untouched = two_components(0.7, 0.97)
+    keep_most_certain_components(untouched, [])
+    assert np.array_equal(untouched, two_components(0.7, 0.97))
+
+
+def test_partly_known_voxels_are_negatives_of_their_absent_classes():
+    """Code 3 + 0b010 (three classes): the voxel is not class 1, and may be class 0 or 2."""
+    target = torch.full((1, 4, 4), 3 + 0b010)
+    target[0, 0] = 1  # a few drawn voxels of class 1
+    flat = torch.zeros(1, 3, 4, 4)
+    says_1, says_2 = flat.clone(), flat.clone()
+    says_1[:, 1, 1:] = 4.0
+    says_2[:, 2, 1:] = 4.0
+    assert float(dice_ce_loss(says_1, target)) > float(dice_ce_loss(flat, target)) > float(dice_ce_loss(says_2, target))
+    logits = flat.clone().requires_grad_(True)
+    dice_ce_loss(logits, target).backward()
+    assert torch.isfinite(logits.grad).all() and float(logits.grad[0, 1, 1:].min()) > 0  # pushes class 1 down
 
 
 def test_tiny_model_learns_blobs_and_package_loads_without_pickle(blobs_2d, tmp_path, monkeypatch):

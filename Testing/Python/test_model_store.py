@@ -354,6 +354,17 @@ def test_checksum_catalog_has_no_invented_values():
     assert len(catalog.task_classes(catalog.CATALOG["total"])) == 117
 
 
+def test_catalog_numbers_task_classes_as_totalsegmentator():
+    total = catalog.task_classes(catalog.CATALOG["total"])
+    assert (total[1], total[25], total[51], total[117]) == ("spleen", "sacrum", "heart", "costal_cartilages")
+    mr = catalog.task_classes(catalog.CATALOG["total_mr"])
+    assert (len(mr), mr[10], mr[29], mr[30], mr[50]) == (50, "lung_left", "iliac_vena_right", "humerus_left",
+                                                          "brain")
+    for fast in ("total_mr_fast", "total_mr_fastest"):
+        assert catalog.task_classes(catalog.CATALOG[fast]) == mr
+    assert catalog.CATALOG["total_mr"]["locator"] == "total_mr_fastest"
+
+
 def test_store_location_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGTOOLKIT_HOME", str(tmp_path / "elsewhere"))
     assert store.models_folder() == tmp_path / "elsewhere" / "models"

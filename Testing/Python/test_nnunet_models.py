@@ -310,3 +310,80 @@ def test_int8_networks_for_an_imported_model_calibrated_on_named_images(tmp_path
     fp32 = predict_nnunet(model, ct_image(seed=22), tta=False, backend="torch")
     agreement = (sitk.GetArrayFromImage(result.label_map.image) == sitk.GetArrayFromImage(fp32.label_map.image))
     assert agreement.mean() > 0.9
+
+
+# ---------------------------------------------------------------------------------------------- bf16, streaming
+
+
+def test_bf16_matrix_unit_check_reads_the_cpu_flags(tmp_path):
+    from SegToolkitLib.methods.deep.backends import has_bf16_matrix_units
+
+    with_amx, without = tmp_path / "amx", tmp_path / "zen4"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert has_bf16_matrix_units(str(with_amx)) is True
+    assert has_bf16_matrix_units(str(without)) is False  # bf16 instructions alone are not matrix units
+    assert has_bf16_matrix_units(str(tmp_path / "absent")) is False  # not Linux
+
+
+def test_auto_chooses_openvino_bf16_only_on_cpus_with_bf16_matrix_units(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from SegToolkitLib.methods.deep.formats import nnunet
+
+    monkeypatch.setenv("SEGTOOLKIT_CACHE", str(tmp_path / "cache"))
+    model = load_nnunet(make_trained_folder(tmp_path))
+    many = nnunet.OPENVINO_MIN_PASSES
+    monkeypatch.setattr(nnunet, "has_bf16_matrix_units", lambda: True)
+    assert nnunet.choose_backend(model, "auto", many) == "openvino-bf16"
+    assert nnunet.choose_backend(model, "auto", 1) in ("torch", "torch-bf16")  # the conversion would not pay
+    assert nnunet.choose_backend(model, "openvino", many) == "openvino"  # a forced backend stays
+    monkeypatch.setattr(nnunet, "has_bf16_matrix_units", lambda: False)
+    assert nnunet.choose_backend(model, "auto", many) == "openvino"
+    monkeypatch.setattr(nnunet, "int8_ready", lambda model: True)  # a checked int8 network comes first
+    monkeypatch.setattr(nnunet, "has_bf16_matrix_units", lambda: True)
+    assert nnunet.choose_backend(model, "auto", many) == "openvino-int8"
+
+
+def test_openvino_bf16_labels_agree_with_torch_fp32_and_the_cli_takes_it(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("openvino")
+    from SegToolkitLib.interfaces.cli.app import main
+
+    monkeypatch.setenv("SEGTOOLKIT_CACHE", str(tmp_path / "cache"))
+    folder = make_trained_folder(tmp_path)
+    image = ct_image(seed=5)
+    _, fp32_labels, _ = ours(folder, image, tta=False)
+    result, labels, _ = ours(folder, image, backend="openvino-bf16", tta=False)
+    assert result.backend == "openvino-bf16"
+    assert len(np.unique(fp32_labels)) == 3
+    assert min(dice_per_class(labels, fp32_labels, 3)) >= 0.99
+    source, out = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"
+    sitk.WriteImage(image, str(source))
+    assert main(["predict", "-m", str(folder), str(source), "-o", str(out), "--backend", "openvino-bf16"]) == 0
+    assert "openvino-bf16" in capsys.readouterr().out
+    default = predict_nnunet(load_nnunet(folder), sitk.ReadImage(str(source)), backend="openvino-bf16")  # as predict
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(out))) == sitk.GetArrayFromImage(default.label_map.image)).all()
+
+
+@pytest.mark.parametrize("spacing", [(0.9, 0.8, 0.7), (0.9, 0.8, 3.5)], ids=["joint", "separate-axis"])
+def test_logits_streamed_band_by_band_give_the_whole_array_result(tmp_path, spacing):
+    """Large cases never hold the whole working-grid logits: rows go to the input grid as soon as no later window
+    reaches them. The result is the one of resampling the whole logits at once."""
+    from SegToolkitLib.methods.deep.formats import nnunet
+
+    model = load_nnunet(make_trained_folder(tmp_path, patch=(4, 8, 8)))
+    image = ct_image(seed=6)
+    image.SetSpacing(spacing)
+    case = nnunet.preprocess(model, [image])
+    run = [lambda windows: torch.cat([torch.sin(windows[:, :1] * (c + 1) + c) for c in range(3)], 1)]
+    whole = nnunet.sliding_window_logits(model, case.data, run, [()])
+    expected_labels, expected_probabilities = nnunet.logits_to_input_grid(model, whole, case, True)
+    made = []
+    grid = nnunet.InputGridLabels(model, case, case.data.shape[1:], True)
+    grid.OUTPUT_VOXELS = 2000  # small bands
+    original = grid._make
+    grid._make = lambda rows, first, last: (made.append(first), original(rows, first, last))
+    assert grid.streams and nnunet.sliding_window_logits(model, case.data, run, [()], sink=grid) is None
+    labels, probabilities = grid.result(case, model)
+    assert len(made) > 2
+    assert (labels == expected_labels).all()
+    assert np.abs(probabilities - expected_probabilities).max() < 1e-6

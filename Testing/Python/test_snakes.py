@@ -6,7 +6,10 @@ import SimpleITK as sitk
 from classic_helpers import centre_point, dice, disk_image, ellipsoid_image
 
 from SegToolkitLib.errors import InputError
+from SegToolkitLib.io import LabelMap, LabelTable
+from SegToolkitLib.measurement.shape import ellipse_circumference, measure
 from SegToolkitLib.methods.classic import SnakeSession, snake
+from SegToolkitLib.methods.classic.ellipse import Ellipse, _refined_on_crest, ridge_strength
 
 
 def test_stepwise_geodesic_snake_grows_converges_and_enlarges_its_region():
@@ -94,6 +97,59 @@ def test_ellipse_prior_is_picked_automatically_inside_a_bright_ring_and_steps():
 def test_dark_disk_without_a_ridge_keeps_a_free_contour():
     image, truth = disk_image()
     assert SnakeSession(image, [centre_point(truth)]).shape == "free"
+
+
+CREST = Ellipse((80.0, 100.0), (66.0, 46.0), np.radians(70.0))  # a tilted skull-like ridge (pixels, numpy order)
+
+
+def tilted_ring_image(noise: bool = True) -> tuple[sitk.Image, sitk.Image, float]:
+    """A bright tilted elliptical ridge (Gaussian profile, 1.5 px wide) on speckle, 0.3 mm pixels and an offset origin;
+    the truth is the filled ellipse 1 mm outside the crest (where a reader draws a skull); the third value is the
+    crest's circumference in mm."""
+    yy, xx = np.mgrid[:160, :200].astype(np.float64)
+    distance = (CREST.normalised_radius(np.stack([yy, xx])) - 1.0) * np.mean(CREST.axes)  # about pixels
+    values = 30 + 150 * np.exp(-0.5 * (distance / 1.5) ** 2)
+    if noise:
+        values = values + np.random.default_rng(3).gamma(2.0, 10.0, yy.shape)
+    outline = CREST.grown(1.0 / 0.3)
+    truth = outline.mask(yy.shape).astype(np.uint8)
+    images = [sitk.GetImageFromArray(array) for array in (values.astype(np.float32), truth)]
+    for item in images:
+        item.SetSpacing((0.3, 0.3))
+        item.SetOrigin((12.0, -7.0))
+    return images[0], images[1], ellipse_circumference(*(0.3 * np.array(CREST.axes)))
+
+
+def test_ridge_ellipse_refinement_recovers_the_crest_from_a_displaced_start():
+    image, _, _ = tilted_ring_image(noise=False)
+    array = sitk.GetArrayFromImage(image)
+    start = Ellipse((81.5, 98.5), (63.0, 48.0), CREST.angle + 0.08)
+    refined = _refined_on_crest(ridge_strength(array, 2.0), start, CREST.centre, array.shape)
+    assert np.abs(np.subtract(refined.centre, CREST.centre)).max() < 0.3
+    assert np.abs(np.subtract(refined.axes, CREST.axes)).max() < 0.5
+    assert abs((refined.angle - CREST.angle + np.pi / 2) % np.pi - np.pi / 2) < 0.02
+
+
+def test_ellipse_prior_gives_a_smooth_outline_whose_circumference_measures_right():
+    image, truth, crest = tilted_ring_image()
+    session = SnakeSession(image, [centre_point(truth)])
+    result = session.run(200)
+    assert session.shape == "ellipse" and dice(result, truth) > 0.97
+    measured = measure(LabelMap(result, LabelTable())).rows()[0]
+    fitted = ellipse_circumference(*(np.array(session._prior.axes) * session.image.GetSpacing()[0]))
+    assert abs(measured["ellipse_circumference_mm"] - fitted) < 0.003 * fitted  # the outline is the fitted ellipse
+    # on the outer flank: 0.3-1.2 mm outside the crest
+    assert crest + 2 * np.pi * 0.3 < measured["ellipse_circumference_mm"] < crest + 2 * np.pi * 1.2
+    assert abs((measured["ellipse_angle_deg"] - 20.0 + 90.0) % 180.0 - 90.0) < 2.0  # 70° from the row axis
+    assert result.GetOrigin() == image.GetOrigin() and result.GetSpacing() == image.GetSpacing()
+
+
+def test_a_contour_that_leaves_the_fitted_ellipse_keeps_its_own_outline():
+    image, truth, _ = tilted_ring_image()
+    session = SnakeSession(image, [centre_point(truth)], expansion=1.0, edge_strength=1e9)  # no edge stops it
+    fitted = sitk.GetArrayFromImage(session.mask()).sum()
+    assert session.shape == "ellipse"
+    assert sitk.GetArrayFromImage(session.step(60)).sum() > 1.2 * fitted
 
 
 @pytest.mark.shared_data

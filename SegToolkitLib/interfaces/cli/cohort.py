@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ...cohort.choices import FORMATS, TASKS
+from ...methods.deep.backends import BACKENDS
 from .atlas import add_atlas_method_arguments, registration_options
 
 SUMMARY_SECONDS = 30.0  # a summary line this often in log output
@@ -66,8 +67,8 @@ def _add_run(commands) -> None:
     deep.add_argument("--uncertainty", choices=("entropy", "disagreement"),
                       help="measure uncertainty for QC (disagreement = TTA passes disagreeing; needs --tta)")
     deep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    deep.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino", "openvino-int8"),
-                      default="auto", help="inference backend (default auto, as for predict)")
+    deep.add_argument("--backend", choices=BACKENDS, default="auto",
+                      help="inference backend (default auto, as for predict)")
     atlas = parser.add_argument_group("atlas")
     atlas.add_argument("--atlas", nargs=2, action="append", default=[], metavar=("IMAGE", "LABELS"), type=Path,
                        help="an atlas image and its label map (repeatable)")

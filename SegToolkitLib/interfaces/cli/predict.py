@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...errors import InputError
 from ...io.atomic import compound_suffix
+from ...methods.deep.backends import BACKENDS
 from ...progress import ConsoleProgress
 from .common import add_label_output_arguments, check_label_output, label_output_suffix, write_label_output
 
@@ -52,11 +53,11 @@ def register(subparsers) -> None:
     parser.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
                         help="fill holes in every label (default: the model's choice, for labels without holes)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    parser.add_argument("--backend", choices=("auto", "torch", "torch-bf16", "openvino", "openvino-int8"),
-                        default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="inference backend (default auto: the model's int8 network when it has one that agrees "
-                             "with fp32, else OpenVINO f32 when installed and the image needs enough windows to "
-                             "repay its one-off conversion, else bf16 where the CPU has it, else torch)")
+                             "with fp32, else OpenVINO when installed and the image needs enough windows to repay "
+                             "its one-off conversion (bf16 for nnU-Net models on CPUs with AMX, else f32), else bf16 "
+                             "where the CPU has it, else torch)")
     add_label_output_arguments(parser)
     parser.set_defaults(func=run)
 

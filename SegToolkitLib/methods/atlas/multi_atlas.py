@@ -158,7 +158,8 @@ def fuse_propagated(target: sitk.Image, results: Sequence[PropagatedAtlas], fusi
     refinement = ""
     if _wants_refinement(refine, fusion, results):
         report(progress, 0.5, "adapting the labels to the target's intensities", cancel)
-        refined = refine_with_intensities(target, [r.labels for r in results], fused)
+        refined = refine_with_intensities(target, [r.labels for r in results], fused,
+                                          atlas_images=[r.image for r in results])
         fused, refinement = refined.image, refined.note
         method = f"{method} vote, intensity-refined" if refined.applied else method
     report(progress, 1.0, "atlas segmentation done", cancel)

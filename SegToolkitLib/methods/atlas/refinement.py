@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .walls import CALIBRATION_SIGMA_MM, apply_offsets, calibrate_offsets, fill_cavities, find_walls
+
 MAX_LABELS = 8  # more labels than this (whole-body atlases) are left to the vote: too many classes to model
 MAX_VOLUME_CHANGE = 2.0
 ROI_MARGIN_MM = 20.0  # around the atlases' labels, where the intensity models are fitted
@@ -42,10 +44,12 @@ class Refinement:
 
 
 def refine_with_intensities(target: sitk.Image, label_images: Sequence[sitk.Image], vote: sitk.Image,
-                            sigma_mm: float = 3.0) -> Refinement:
+                            sigma_mm: float = 3.0, atlas_images: Sequence[sitk.Image] | None = None) -> Refinement:
     """Relabel ``target`` from the propagated ``label_images`` (the prior) and the target's intensities.
 
     ``vote`` is the plain fusion of ``label_images``; it is returned unchanged when the refinement does not apply.
+    With the propagated ``atlas_images`` (same order) the outlines follow the atlases' contour convention
+    (:func:`.walls.calibrate_offsets`).
     """
     vote_array = sitk.GetArrayFromImage(vote)
     values = [int(v) for v in np.unique(vote_array) if v != 0]
@@ -63,6 +67,7 @@ def refine_with_intensities(target: sitk.Image, label_images: Sequence[sitk.Imag
     first = _relabel(target_box, boxes, values, sigma_mm, vote_array[crop])
     conformed = [_conformed(item, first, target_box, values) for item in boxes]
     refined_box = _relabel(target_box, conformed, values, sigma_mm, vote_array[crop])
+    refined_box, convention = _atlas_conventions(refined_box, boxes, atlas_images, box, values, target_box)
     refined = vote_array.copy()
     refined[crop] = refined_box.astype(vote_array.dtype)
     problem = _volume_problem(refined, vote_array, values)
@@ -71,7 +76,31 @@ def refine_with_intensities(target: sitk.Image, label_images: Sequence[sitk.Imag
     image = sitk.GetImageFromArray(refined)
     image.CopyInformation(vote)
     return Refinement(image, True, f"labels adapted to the target's intensities (prior smoothed {sigma_mm:g} mm, "
-                                   f"atlas shapes fitted with a {CONFORM_GRID_MM:g} mm B-spline)")
+                                   f"atlas shapes fitted with a {CONFORM_GRID_MM:g} mm B-spline{convention})")
+
+
+def _atlas_conventions(refined: np.ndarray, label_boxes: Sequence[sitk.Image],
+                       atlas_images: Sequence[sitk.Image] | None, box: list[tuple[int, int]], values: list[int],
+                       target_box: sitk.Image) -> tuple[np.ndarray, str]:
+    """Cavities filled within their walls and outlines grown as the atlases' contours are drawn (see
+    :mod:`.walls`); also what was done, for the note."""
+    label_arrays = [sitk.GetArrayFromImage(image) for image in label_boxes]
+    found = find_walls(label_arrays, values, target_box.GetSpacing())
+    refined = fill_cavities(refined, found)
+    said = "".join(f"; label {cavity} filled within its wall, label {wall}" for wall, cavity in found)
+    if atlas_images is None:
+        return refined, said
+    image_boxes = [_sub_image(image, box) for image in atlas_images]
+
+    def relabel(image: sitk.Image, prior: sitk.Image) -> np.ndarray:
+        return _relabel(image, [prior], values, CALIBRATION_SIGMA_MM, sitk.GetArrayViewFromImage(prior))
+
+    offsets = calibrate_offsets(image_boxes, label_arrays, values, found, relabel)
+    if any(offsets.values()):
+        refined = apply_offsets(refined, offsets, found, target_box)
+        said += "; outlines grown as the atlases' contours are drawn (" + ", ".join(
+            f"label {value} {offset:+g} mm" for value, offset in offsets.items()) + ")"
+    return refined, said
 
 
 def _relabel(target_box: sitk.Image, label_boxes: Sequence[sitk.Image], values: list[int], sigma_mm: float,

@@ -33,10 +33,13 @@ convention of ``grow``'s slice mode).
 
 Shape prior (``shape``): ``"ellipse"`` keeps the contour elliptical. It starts from an ellipse fitted robustly to the
 bright ridge enclosing the seed (rays cast from the seed, RANSAC; see :mod:`.ellipse`) and, every 5 iterations, the
-level set is projected onto the ellipse with the same moments as the current region. ``"auto"`` (the default) turns
-the prior on for a 2D image clicked inside a closed bright elliptical ridge (a fetal skull in an obstetric
-ultrasound plane, a vessel cross-section), i.e. when the ridge fit is found and at least 25 % of the rays agree with
-it; otherwise (3D images, an initial mask, no ridge) the contour is free.
+level set is projected onto the ellipse with the same moments as the current region. While that ellipse stays
+within 1 mm of the fitted one (centre and semi-axes), the result is the fitted ellipse drawn on the input grid: a
+smooth outline on the skull's outer flank, where a reader draws it (the edge force would pull the contour out to the
+flank's steepest part, and the contour on the 0.5 mm working grid is coarser than the fit).
+``"auto"`` (the default) turns the prior on for a 2D image clicked inside a closed bright elliptical ridge (a fetal
+skull in an obstetric ultrasound plane, a vessel cross-section), i.e. when the ridge fit is found and at least 25 %
+of the rays agree with it; otherwise (3D images, an initial mask, no ridge) the contour is free.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from ...errors import InputError
 from ...progress import CancelToken, ProgressCallback, report
 from ._inputs import Point, array_of, checked_float_image, image_like, seed_indices
 from .cleanup import as_mask, check_result, component_containing
-from .ellipse import fit_ridge_ellipse, moment_ellipse
+from .ellipse import Ellipse, fit_ridge_ellipse, moment_ellipse
 from .feature_maps import ball_values, denoise, edge_map, gradient_magnitude, region_probability, seed_range, smooth
 from .region_growing import SLICE_BOUNDARY_MM
 
@@ -70,6 +73,7 @@ SLICE_SMOOTHNESS = 2.5  # thick slices: a cavity's outline (as an expert draws i
 SHAPES = ("auto", "ellipse", "free")
 ELLIPSE_MIN_AGREEMENT = 0.25  # share of rays on the fitted ridge ellipse for shape="auto" to use the prior
 PROJECTION_INTERVAL = 5
+PRIOR_AGREEMENT_MM = 1.0  # the ellipse prior's result is the fitted ellipse while the contour stays this close to it
 CONVERGED_SHARE = 0.02  # converged: under 2 % of the boundary voxels changed side over the last 10 iterations
 
 
@@ -152,6 +156,7 @@ class SnakeSession:
         self._shape = np.array(self.image.GetSize())[::-1]
         initial, seed_voxels = self._initial_region(seeds, initial_mask, radius_mm, ijk, ras)
         self.shape = "free" if shape == "free" or dimension != 2 else shape
+        self._prior: Ellipse | None = None  # the fitted ridge ellipse (working-grid voxels, numpy order)
         if self.shape != "free":
             initial = self._ellipse_start(initial, seed_voxels, initial_mask is None)
         if self.feature == "auto":
@@ -174,7 +179,7 @@ class SnakeSession:
             initial = initial | core
         self.iteration = 0
         self._changes: list[int] = []
-        self._ellipses: list[tuple] = []  # (centre, axes) in voxels after each projection (ellipse prior)
+        self._ellipses: list[tuple] = []  # (centre, axes) in voxels of the working grid after each projection
         self._low, self._high = self._box_around(initial, margin=self._margin(initial, near_final))
         self._load_roi()
         self._phi = self._signed_distance(initial[self._roi])
@@ -215,7 +220,10 @@ class SnakeSession:
         return self.mask()
 
     def mask(self) -> sitk.Image:
-        """The region inside the contour as a uint8 label image on the input grid."""
+        """The region inside the contour as a uint8 label image on the input grid. With the ellipse prior, while the
+        contour agrees with the fitted ridge ellipse, that ellipse drawn on the input grid (a smooth outline)."""
+        if self._agrees_with_prior():
+            return self._prior_on_input_grid()
         if self.image is self.input_image:
             full = np.zeros(tuple(self._shape), dtype=np.uint8)
             full[self._roi] = self._phi < 0
@@ -228,6 +236,28 @@ class SnakeSession:
         outline = SLICE_OUTLINE_MM if self._planar_axis is not None else 0.0
         mask = sitk.Cast(sitk.Less(fine, float(outline)), sitk.sitkUInt8)
         return self._filled_slices(mask) if self._planar_axis is not None else mask
+
+    def _agrees_with_prior(self) -> bool:
+        """True with the ellipse prior while the contour's moment ellipse lies within PRIOR_AGREEMENT_MM of the
+        fitted ridge ellipse (centre and semi-axes). The fit places the outline on the skull's outer flank, where
+        a reader draws it; the edge force would pull it further out to the steepest part of the flank, and the
+        moments of a contour on the working grid (0.5 mm) are coarser than the fit."""
+        if self._prior is None or self.shape != "ellipse":
+            return False
+        if not self._ellipses:
+            return True
+        centre, axes = self._ellipses[-1]
+        drift = np.concatenate([np.subtract(centre, self._prior.centre), np.subtract(axes, self._prior.axes)])
+        return bool(np.all(np.abs(drift) * self._spacing.min() <= PRIOR_AGREEMENT_MM))
+
+    def _prior_on_input_grid(self) -> sitk.Image:
+        """The fitted ridge ellipse as a mask on the input grid: pixels whose centres lie inside it."""
+        size = self.input_image.GetSize()
+        index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in size], indexing="ij"), axis=-1)
+        points = _index_to_physical(self.input_image, index.reshape(-1, len(size)))
+        working = _physical_to_index(self.image, points)[:, ::-1].T  # numpy (row, column) order
+        inside = self._prior.normalised_radius(working) <= 1.0
+        return image_like(inside.reshape(size).T.astype(np.uint8), self.input_image)
 
     def _filled_slices(self, mask: sitk.Image) -> sitk.Image:
         """Thick slices: holes filled in each slice (a cavity's outline encloses the dark muscles inside it)."""
@@ -486,6 +516,7 @@ class SnakeSession:
                                 sigma=2.0) if from_seeds else None
         if fit is not None and fit.inlier_fraction >= ELLIPSE_MIN_AGREEMENT:
             self.shape = "ellipse"
+            self._prior = fit.ellipse
             start = fit.ellipse.mask(tuple(self._shape))
             return start if start.any() else initial
         if self.shape == "auto":
@@ -603,7 +634,7 @@ class SnakeSession:
         ellipse = moment_ellipse(inside)
         if ellipse is None:
             return inside
-        self._ellipses.append((ellipse.centre, ellipse.axes))
+        self._ellipses.append((tuple(np.add(ellipse.centre, self._low)), ellipse.axes))
         return ellipse.mask(inside.shape)
 
     def _speeds(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -626,6 +657,20 @@ class SnakeSession:
         norm = np.sqrt(sum(c * c for c in central)) + 1e-8
         kappa = sum(np.gradient(c / norm, s, axis=a) for a, c, s in zip(self._axes, central, steps))
         return speed, p.smoothness * kappa * norm
+
+
+def _index_to_physical(image: sitk.Image, index: np.ndarray) -> np.ndarray:
+    """Physical points of continuous indices (rows of ``index`` in image i, j, k order)."""
+    dimension = image.GetDimension()
+    matrix = np.array(image.GetDirection()).reshape(dimension, dimension) * np.array(image.GetSpacing())
+    return index @ matrix.T + np.array(image.GetOrigin())
+
+
+def _physical_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Continuous indices (i, j, k order) of physical points (rows)."""
+    dimension = image.GetDimension()
+    matrix = np.array(image.GetDirection()).reshape(dimension, dimension) * np.array(image.GetSpacing())
+    return np.linalg.solve(matrix, (points - np.array(image.GetOrigin())).T).T
 
 
 def _check_options(*, shape: str, model: str, feature: str, expansion, smoothness, edge_attraction: float,

@@ -8,12 +8,15 @@ every load against it. Sizes are approximate (for the progress display only).
 TotalSegmentator's tasks are nnU-Net models: "total" is five of them (parts) merged into one label map. The parts'
 class lists are those of TotalSegmentator 2.x (``map_to_binary.class_map_5_parts``); the task's label values are
 the parts' classes numbered on in part order, which is TotalSegmentator's ``class_map["total"]`` (1 spleen ... 117
-costal_cartilages).
+costal_cartilages); "total_mr" likewise numbers its two parts' classes on (1 spleen ... 50 brain), as
+TotalSegmentator's ``class_map["total_mr"]``. Download addresses are those of TotalSegmentator's own downloader:
+the CT tasks from its v2.0.0 weights release, the MR tasks from v2.5.0.
 """
 
 from __future__ import annotations
 
 RELEASE = "https://github.com/wasserth/TotalSegmentator/releases/download/v2.0.0-weights"
+RELEASE_MR = "https://github.com/wasserth/TotalSegmentator/releases/download/v2.5.0-weights"
 TOTALSEGMENTATOR_LICENCE = ("Apache-2.0 (TotalSegmentator's open tasks; cite Wasserthal et al., Radiology: "
                             "Artificial Intelligence 2023; see https://github.com/wasserth/TotalSegmentator)")
 
@@ -53,9 +56,25 @@ RIBS = [
 ]
 TOTAL_CLASSES = ORGANS + VERTEBRAE + CARDIAC + MUSCLES + RIBS
 
+# TotalSegmentator's MR task "total_mr" (map_to_binary.class_map_parts_mr): two parts, 50 classes
+MR_ORGANS = [
+        "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+        "adrenal_gland_right", "adrenal_gland_left", "lung_left", "lung_right", "esophagus", "small_bowel",
+        "duodenum", "colon", "urinary_bladder", "prostate", "sacrum", "vertebrae", "intervertebral_discs",
+        "spinal_cord", "heart", "aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein", "iliac_artery_left",
+        "iliac_artery_right", "iliac_vena_left", "iliac_vena_right"
+]
+MR_MUSCLES = [
+        "humerus_left", "humerus_right", "scapula_left", "scapula_right", "clavicula_left", "clavicula_right",
+        "femur_left", "femur_right", "hip_left", "hip_right", "gluteus_maximus_left", "gluteus_maximus_right",
+        "gluteus_medius_left", "gluteus_medius_right", "gluteus_minimus_left", "gluteus_minimus_right",
+        "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right", "brain"
+]
+TOTAL_MR_CLASSES = MR_ORGANS + MR_MUSCLES
 
-def _part(dataset: str, classes: list[str], size_mb: int) -> dict:
-    return {"dataset": dataset, "url": f"{RELEASE}/{dataset}.zip", "sha256": None, "size_mb": size_mb,
+
+def _part(dataset: str, classes: list[str], size_mb: int, release: str = RELEASE) -> dict:
+    return {"dataset": dataset, "url": f"{release}/{dataset}.zip", "sha256": None, "size_mb": size_mb,
             "classes": classes}
 
 
@@ -82,6 +101,26 @@ CATALOG: dict[str, dict] = {
                  "'total')",
         "modality": "CT", "format": "task", "licence": TOTALSEGMENTATOR_LICENCE, "non_commercial": False,
         "parts": [_part("Dataset298_TotalSegmentator_total_6mm_1559subj", TOTAL_CLASSES, 135)],
+    },
+    "total_mr": {
+        "title": "TotalSegmentator total_mr: 50 MR structures at 1.5 mm (two nnU-Net models)",
+        "modality": "MR", "format": "task", "licence": TOTALSEGMENTATOR_LICENCE, "non_commercial": False,
+        "locator": "total_mr_fastest",
+        "parts": [
+            _part("Dataset850_TotalSegMRI_part1_organs_1088subj", MR_ORGANS, 230, RELEASE_MR),
+            _part("Dataset851_TotalSegMRI_part2_muscles_1088subj", MR_MUSCLES, 230, RELEASE_MR),
+        ],
+    },
+    "total_mr_fast": {
+        "title": "TotalSegmentator total_mr, fast: 50 MR structures at 3 mm (one nnU-Net model)",
+        "modality": "MR", "format": "task", "licence": TOTALSEGMENTATOR_LICENCE, "non_commercial": False,
+        "parts": [_part("Dataset852_TotalSegMRI_total_3mm_1088subj", TOTAL_MR_CLASSES, 135, RELEASE_MR)],
+    },
+    "total_mr_fastest": {
+        "title": "TotalSegmentator total_mr, fastest: 50 MR structures at 6 mm (a preview; locates --classes for "
+                 "'total_mr')",
+        "modality": "MR", "format": "task", "licence": TOTALSEGMENTATOR_LICENCE, "non_commercial": False,
+        "parts": [_part("Dataset853_TotalSegMRI_total_6mm_1088subj", TOTAL_MR_CLASSES, 135, RELEASE_MR)],
     },
 }
 

@@ -45,6 +45,20 @@ class Case:
     images: list[Path]
     label: Path
     annotated_slices: list[int] | None = None
+    label_slices: dict[int, list[int]] | None = None  # label value -> the slices where it was drawn (or checked)
+
+    def partly_annotated_slices(self, depth: int) -> dict[int, list[int]]:
+        """Slices where some labels were drawn and others not (as end-systole with only the endocardium): slice
+        -> the label values annotated there. Their other voxels are known to be none of those labels."""
+        if not self.label_slices:
+            return {}
+        result: dict[int, list[int]] = {}
+        for value, slices in self.label_slices.items():
+            for index in slices:
+                if 0 <= index < depth:
+                    result.setdefault(index, []).append(value)
+        return {index: sorted(values) for index, values in sorted(result.items())
+                if len(values) < len(self.label_slices)}
 
 
 @dataclass
@@ -226,8 +240,12 @@ def _case_from_entry(folder: Path, entry: dict) -> Case | None:
     for path in images + [folder / entry["label"]]:
         if not path.is_file():
             raise InputError(f"{path}: listed in {folder / 'dataset.json'} but not found")
+    per_label = entry.get("annotated_slices_0_based")
+    label_slices = ({int(value): [int(s) for s in slices] for value, slices in per_label.items()
+                     if str(value).isdigit() and isinstance(slices, list)}
+                    if isinstance(per_label, dict) and per_label else None)
     return Case(str(entry.get("case", Path(entry["image"]).name)), images, folder / entry["label"],
-                _fully_annotated_slices(entry.get("annotated_slices_0_based")))
+                _fully_annotated_slices(per_label), label_slices)
 
 
 def _fully_annotated_slices(per_label: object) -> list[int] | None:

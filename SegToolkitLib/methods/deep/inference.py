@@ -7,15 +7,17 @@ Python API::
     result = predict(model, image, tta=True, probabilities=True, progress=callback, cancel=token)
     result.label_map, result.probabilities, result.uncertainty
 
-Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast on CPUs with native bf16), ``openvino`` (the
-network converted once per window shape, about 6 s, and cached under ``$SEGTOOLKIT_CACHE`` or
-``~/.cache/segtoolkit``; run in f32) and ``openvino-int8`` (the model's own int8 network, made after training and
-kept only when its labels agree with fp32, see :mod:`.quantization`). OpenVINO runs two windows at a time on two
-streams of one core each. Per 96x96x48 window of a 5.7 M-parameter U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI,
-no AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s), int8 about 0.08-0.18 s depending
-on how many layers its check kept in f32. ``auto`` on CPU picks the int8 network when the model has one, else openvino
+Backends: ``torch`` (fp32), ``torch-bf16`` (bfloat16 autocast on CPUs with native bf16), ``openvino`` (the network
+converted once per window shape, about 6 s, and cached under ``$SEGTOOLKIT_CACHE`` or ``~/.cache/segtoolkit``; run
+in f32, or in bf16 as ``openvino-bf16``) and ``openvino-int8`` (the model's own int8 network, made after training
+and kept only when its labels agree with fp32, see :mod:`.quantization`). OpenVINO runs two windows at a time on two
+streams of one core each. Per 96x96x48 window of a 5.7 M-parameter U-Net on 2 Zen 4 cores (AVX-512 bf16 and VNNI, no
+AMX): torch 0.61 s, torch-bf16 0.44 s, openvino 0.26 s (its bf16 mode 0.36 s), int8 about 0.08-0.18 s depending on
+how many layers its check kept in f32. ``auto`` on CPU picks the int8 network when the model has one, else openvino
 when it is installed and the conversion is cached or pays off (at least 16 windows), else torch-bf16 where bf16 is
-native, else torch. Numbers against bare MONAI are in ``benchmarks/RESULTS.md`` (``benchmarks/deep_speed.py``).
+native, else torch; on CPUs with bf16 matrix units (AMX) openvino-bf16 instead of openvino (0.30 against 0.81 s per
+window on 2 Sapphire Rapids cores). Numbers against bare MONAI are in ``benchmarks/RESULTS.md``
+(``benchmarks/deep_speed.py``).
 
 CT models predict only the whole-array windows that reach the body (``content_box``): the windows stay where
 MONAI's whole-array sliding window puts them, so the labels inside the body are the same as without the crop.
@@ -43,11 +45,13 @@ from ...io import LabelMap
 from ...io.file_checks import available_memory_bytes
 from ...progress import CancelToken, ProgressCallback, report
 from .backends import (
+    BACKENDS,
     WINDOW_BATCH,
     bf16_supported,
     cached_openvino_xml,
     compile_for_cpu,
     convert_to_openvino,
+    has_bf16_matrix_units,
     read_openvino,
     resolve_device,
 )
@@ -56,7 +60,6 @@ from .model_package import DeepModel, int8_path, int8_ready, load_model, weights
 from .planning import training_memory_bytes
 from .preprocessing import plan_grid, preprocess_images, resample, same_grid
 
-BACKENDS = ("auto", "torch", "torch-bf16", "openvino", "openvino-int8")
 UNCERTAINTY_METHODS = ("entropy", "disagreement")
 OVERLAP = 0.5
 # Converting (about 6 s, cached) costs about 16 fp32 or 32 bf16 windows of the same network: it pays off within
@@ -109,7 +112,8 @@ def check_memory(model: DeepModel, image: sitk.Image, probabilities: bool, uncer
 def choose_backend(backend: str, device: str, windows: int = 0, converted: bool = False,
                    int8: bool = False) -> str:
     """The backend to run: the user's choice (checked), or for ``auto`` the fastest whose labels agree with fp32:
-    the model's checked int8 network (``int8``), else OpenVINO f32 when it pays off, else torch."""
+    the model's checked int8 network (``int8``), else OpenVINO when it pays off (bf16 on CPUs with bf16 matrix
+    units, else f32), else torch."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     openvino = device == "cpu" and importlib.util.find_spec("openvino") is not None
@@ -123,7 +127,9 @@ def choose_backend(backend: str, device: str, windows: int = 0, converted: bool 
     if openvino and int8:
         return "openvino-int8"
     if openvino and (converted or windows >= OPENVINO_MIN_WINDOWS):
-        return "openvino"
+        # as for nnU-Net models (formats/nnunet.py): with AMX, bf16 took 0.30 s per 96x96x48 window of a 16-256
+        # filter U-Net against 0.81 s in f32 (2 Sapphire Rapids cores, 2 streams); without matrix units it is slower
+        return "openvino-bf16" if has_bf16_matrix_units() else "openvino"
     return "torch-bf16" if bf16_supported(device) else "torch"
 
 
@@ -172,6 +178,7 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
         final = blended.argmax(0)[None]
         disagreement = 1.0 - np.take_along_axis(vote_fractions, final, 0)[0]
         del vote_fractions, final
+    keep_most_certain_components(blended, _largest_component_indices(model, largest_component))
     report(progress, 0.9, "resampling to the input grid", cancel)
     result = _to_input_grid(model, blended, grid, reference, probabilities, uncertainty, disagreement)
     result.label_map = postprocess(result.label_map, model, largest_component, fill_holes)
@@ -299,8 +306,9 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
 
 
 def _backend_network(model: DeepModel, backend: str, channels: int):
-    if backend == "openvino":
-        return openvino_network(model, [1, channels] + _network_window(model.plan))
+    if backend in ("openvino", "openvino-bf16"):
+        precision = "bf16" if backend == "openvino-bf16" else "f32"
+        return openvino_network(model, [1, channels] + _network_window(model.plan), precision)
     if backend == "openvino-int8":
         return int8_network(model)
     return model.network
@@ -317,15 +325,15 @@ def _roi(plan: dict) -> list[int]:
     return [1] + window if plan["configuration"] == "2d" else window
 
 
-def openvino_network(model: DeepModel, window: list[int]):
+def openvino_network(model: DeepModel, window: list[int], precision: str = "f32"):
     """The network compiled by OpenVINO for one window shape, as a callable on torch tensors (batch of windows).
     Conversion takes seconds, so the converted model is cached on disk, keyed by the weights and the window shape;
     the compiled network is kept with the loaded model for its next predictions."""
     import torch
 
-    key = ("openvino", str(_openvino_xml(model, window)), torch.get_num_threads())
+    key = ("openvino", str(_openvino_xml(model, window)), torch.get_num_threads(), precision)
     if key not in model.runtime:
-        model.runtime[key] = compile_for_cpu(openvino_model(model, window))
+        model.runtime[key] = compile_for_cpu(openvino_model(model, window), precision)
     return model.runtime[key]
 
 
@@ -441,6 +449,37 @@ def model_postprocessing(model: DeepModel) -> dict:
     settings = model.meta.get("postprocessing", {})
     return {"largest_component": [int(v) for v in settings.get("largest_component", [])],
             "fill_holes": [int(v) for v in settings.get("fill_holes", [])]}
+
+
+def _largest_component_indices(model: DeepModel, largest_component: bool | None) -> list[int]:
+    """Class indices kept as one component (True = every label, False = none, None = the model's defaults)."""
+    if largest_component is False:
+        return []
+    values = model.class_values[1:] if largest_component else model_postprocessing(model)["largest_component"]
+    return [model.class_values.index(v) for v in values if v in model.class_values]
+
+
+def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int]) -> None:
+    """On the working grid, before the largest-component clean-up: where a class has several components, keep
+    the one with the most certain voxels (sum of 1 - normalised entropy) and hand the others to the next class
+    (in place). A large region the network hesitates on (mirrored passes disagree, p ~ 0.7) then loses to a
+    smaller confident one, as a placenta beside a small fetal head; keeping the largest would keep the wrong
+    one."""
+    from scipy import ndimage
+
+    if not indices:
+        return
+    winners = blended.argmax(0)
+    certainty = None
+    for index in indices:
+        components, count = ndimage.label(winners == index)
+        if count < 2:
+            continue
+        if certainty is None:
+            clipped = np.clip(blended, 1e-8, 1.0)
+            certainty = 1.0 + (clipped * np.log(clipped)).sum(0) / math.log(len(blended))
+        scores = ndimage.sum(certainty, components, range(1, count + 1))
+        blended[index][(components > 0) & (components != int(np.argmax(scores)) + 1)] = 0.0
 
 
 def postprocess(label_map: LabelMap, model: DeepModel, largest_component: bool | None,

@@ -28,6 +28,10 @@ BATCH_SIZE = {("cpu", "2d"): 4, ("cpu", "3d"): 2, ("cuda", "2d"): 12, ("cuda", "
 # On CPU an image much larger than the patch is trained at a coarser spacing (like nnU-Net's low-res stage): a 2D
 # image is brought down to about one patch (whole-image context is cheap in 2D), a 3D one to at most 8 patches.
 CPU_IMAGE_TO_PATCH = {"2d": 1.0, "3d": 8.0}
+# ... but never so far that the thinnest annotated structure (median over the cases) becomes thinner than this many
+# voxels: a 5-7 mm myocardium at twice the pixel size is two voxels across, and its Dice falls with every voxel of
+# boundary error. The patch then covers part of the image (as in 3D) instead of all of it.
+MIN_VOXELS_ACROSS = 4.0
 MEMORY_BUDGET_GB = {"cpu": 3.0, "cuda": 8.0}
 FILTERS = {"cpu": (16, 256), "cuda": (32, 320)}
 SAMPLES_PER_CASE = 10000
@@ -43,11 +47,14 @@ def fingerprint(dataset: Dataset, progress: ProgressCallback | None = None,
     """Spacings, sizes and foreground intensity statistics of every channel over the whole dataset."""
     rng = np.random.default_rng(0)
     spacings, sizes, samples = [], [], [[] for _ in dataset.channels]
+    thickness: dict[int, list[float]] = {}
     for index, case in enumerate(dataset.cases):
         report(progress, index / len(dataset.cases), f"fingerprint {case.name}", cancel)
         images, labels = dataset.load_case(case)
         spacings.append(list(images[0].GetSpacing()))
         sizes.append(list(images[0].GetSize()))
+        for value, voxels in structure_thickness_voxels(labels, images[0].GetSpacing(), dataset.ignore_label).items():
+            thickness.setdefault(value, []).append(voxels)
         foreground = (labels > 0) & (labels != dataset.ignore_label)
         for channel, image in enumerate(images):
             values = sitk.GetArrayViewFromImage(image)[foreground]
@@ -66,7 +73,32 @@ def fingerprint(dataset: Dataset, progress: ProgressCallback | None = None,
                       "percentile_99_5": float(np.percentile(values, 99.5))})
     return {"cases": len(dataset.cases), "spacings_xyz": spacings, "sizes_xyz": sizes,
             "median_spacing_xyz": np.median(spacings, axis=0).tolist(),
-            "median_size_xyz": np.median(sizes, axis=0).tolist(), "foreground_intensity": stats}
+            "median_size_xyz": np.median(sizes, axis=0).tolist(), "foreground_intensity": stats,
+            "structure_thickness_voxels": {str(value): round(float(np.median(values)), 2)
+                                           for value, values in sorted(thickness.items())}}
+
+
+def structure_thickness_voxels(labels: np.ndarray, spacing_xyz, ignore_label: int) -> dict[int, float]:
+    """In-plane thickness of each label in voxels of the finest in-plane spacing: twice the area over the perimeter
+    on every slice that holds it (a ring's width, a disc's radius), median over those slices. The perimeter counts
+    voxel edges, which overestimates oblique outlines, so the thickness errs on the thin side."""
+    from scipy import ndimage
+
+    volume = labels if labels.ndim == 3 else labels[None]
+    spacing_x, spacing_y = float(spacing_xyz[0]), float(spacing_xyz[1])
+    finest = min(spacing_x, spacing_y)
+    result = {}
+    for value, box in enumerate(ndimage.find_objects(np.where(volume == ignore_label, 0, volume)), start=1):
+        if box is None:
+            continue
+        mask = np.pad(volume[box] == value, ((0, 0), (1, 1), (1, 1)))
+        area = mask.sum(axis=(1, 2)) * spacing_x * spacing_y
+        edges = (np.diff(mask, axis=2).sum(axis=(1, 2)) * spacing_y + np.diff(mask, axis=1).sum(axis=(1, 2))
+                 * spacing_x)
+        present = area > 0
+        if present.any():
+            result[value] = float(np.median(2 * area[present] / edges[present])) / finest
+    return result
 
 
 def target_spacing(spacings: list[list[float]], sizes: list[list[float]]) -> list[float]:
@@ -112,6 +144,8 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
     ratio = CPU_IMAGE_TO_PATCH[configuration]
     if device == "cpu" and math.prod(shape) > ratio * cap:
         factor = (math.prod(shape) / (ratio * cap)) ** (1 / axes)
+        if configuration == "2d":
+            factor = min(factor, max(1.0, thinnest_structure(fingerprint_data) / MIN_VOXELS_ACROSS))
         spacing = [value * factor for value in spacing]
         shape = [value / factor for value in shape]
     budget = check_memory_budget(memory_budget_gb, device)
@@ -142,12 +176,26 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         # sliding-window overlap as nnU-Net; CT: only the windows that reach the body are run (air is constant);
         # mirroring TTA by default (as nnU-Net) where it is cheap: 2D (4 passes; 8 for 3D)
         "inference": {"overlap": 0.5, "crop_to_content": dataset.is_ct, "tta": configuration == "2d"},
-        "augmentation": {"rotation_degrees": 30.0 if axes == 2 else 15.0, "scale": [0.8, 1.25], "mirror": True,
-                         "gamma": [0.7, 1.5], "brightness": 0.15, "contrast": 0.25, "noise_std": 0.1,
-                         "elastic": False, "probability": 0.3},
+        "augmentation": augmentation_settings(axes),
         "fingerprint": {key: value for key, value in fingerprint_data.items()
                         if key not in ("spacings_xyz", "sizes_xyz")},
     }
+
+
+def augmentation_settings(axes: int) -> dict:
+    """nnU-Net's augmentation ranges: 2D images in any in-plane orientation (rotation up to 180 degrees), 3D ones
+    tilted by up to 15 degrees; scaling 0.7-1.4, so that objects smaller and larger than in any training image are
+    seen (a small early-pregnancy head beside a large placenta). With bf16 on AMX the time budget buys thousands of
+    steps: without this range the validation Dice stalls after a third of them while the training loss falls."""
+    return {"rotation_degrees": 180.0 if axes == 2 else 15.0, "scale": [0.7, 1.4], "mirror": True,
+            "gamma": [0.7, 1.5], "brightness": 0.15, "contrast": 0.25, "noise_std": 0.1, "elastic": False,
+            "probability": 0.3}
+
+
+def thinnest_structure(fingerprint_data: dict) -> float:
+    """The thinnest label's median in-plane thickness in voxels (infinite when the fingerprint has none)."""
+    values = fingerprint_data.get("structure_thickness_voxels") or {}
+    return min(values.values(), default=math.inf)
 
 
 def check_memory_budget(memory_budget_gb: float | None, device: str) -> float:

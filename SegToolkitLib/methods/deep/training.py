@@ -202,6 +202,7 @@ def prepare_samples(dataset: Dataset, plan: dict, class_values: list[int], progr
         images, labels = dataset.load_case(case)
         array, grid = preprocess_images(images, plan)
         classes = preprocess_labels(labels, images[0], grid, class_values, dataset.ignore_label)
+        mark_known_absent(classes, case, labels, images[0], grid, class_values, dataset.ignore_label)
         foreground = [_subsample(np.argwhere(classes == c), rng) for c in range(1, len(class_values))]
         annotated = _subsample(np.argwhere(classes != IGNORE_INDEX), rng)
         if annotated.size == 0:
@@ -212,6 +213,26 @@ def prepare_samples(dataset: Dataset, plan: dict, class_values: list[int], progr
     return samples
 
 
+def mark_known_absent(classes: np.ndarray, case, labels: np.ndarray, reference, grid, class_values: list[int],
+                      ignore_label: int) -> None:
+    """On partly annotated slices (some labels drawn, others not) the unlabelled voxels are not unknown: they are
+    none of the drawn labels. Such voxels get the code ``len(class_values) + bitmask of the absent classes`` (in
+    place, working grid), which the loss reads as "any class but these" instead of leaving them out: otherwise an
+    end-systolic slice with only the blood pool drawn teaches blood pool everywhere and background nowhere."""
+    count = len(class_values)
+    partial = case.partly_annotated_slices(labels.shape[0]) if labels.ndim == 3 else {}
+    if not partial or count + (1 << count) > np.iinfo(np.int16).max:
+        return
+    codes = np.zeros(labels.shape, dtype=np.int32)
+    for index, values in partial.items():
+        bits = sum(1 << class_values.index(v) for v in values if v in class_values)
+        codes[index][labels[index] == ignore_label] = count + bits if bits else 0
+    values = np.unique(codes)
+    on_grid = values[np.clip(preprocess_labels(codes, reference, grid, values.tolist(), 0), 0, None)]
+    unknown = (classes == IGNORE_INDEX) & (on_grid > 0)
+    classes[unknown] = on_grid[unknown]
+
+
 def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
     """Label values that are one connected piece (resp. have no holes) in every training case that holds them: the
     model's default clean-up at prediction. Cases with unannotated voxels say nothing about shape and veto both."""
@@ -219,7 +240,7 @@ def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
 
     single, solid = set(class_values[1:]), set(class_values[1:])
     for sample in samples:
-        if (sample.labels == IGNORE_INDEX).any():
+        if ((sample.labels < 0) | (sample.labels >= len(class_values))).any():  # unannotated or partly annotated
             return {"largest_component": [], "fill_holes": []}
         for index, value in enumerate(class_values[1:], start=1):
             mask = np.squeeze(sample.labels == index)
@@ -273,20 +294,42 @@ def _settings_key(plan: dict, spec: dict, options: TrainingOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def known_per_class(target, classes: int):
+    """``(exact, weight)``: voxels with one known class, and per class ``(B, C, ...)`` whether the voxel counts for
+    that class: every class for exact voxels, the absent classes for partly known ones (codes from
+    :func:`mark_known_absent`)."""
+    import torch
+
+    exact = (target >= 0) & (target < classes)
+    bits = (target - classes).clamp(min=0)
+    shifts = torch.arange(classes, device=target.device).view((1, classes) + (1,) * (target.ndim - 1))
+    absent = ((bits.unsqueeze(1) >> shifts) & 1).bool() & (target >= classes).unsqueeze(1)
+    return exact, exact.unsqueeze(1) | absent
+
+
 def dice_ce_loss(logits, target):
     """Cross-entropy + (1 - soft Dice over the foreground classes, batch Dice); voxels with target -1 are left out
-    of both terms."""
+    of both terms. Partly known voxels (target >= classes, see :func:`mark_known_absent`) count as negatives of
+    their absent classes in the Dice and as "one of the other classes" in the cross-entropy."""
     import torch
     import torch.nn.functional as nnf
 
     logits = logits.float()
-    valid = target != IGNORE_INDEX
+    classes = logits.shape[1]
+    exact, valid = known_per_class(target, classes)
+    partial = target >= classes
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    ce = nnf.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-    classes = logits.shape[1]
-    probabilities = torch.softmax(logits, 1) * valid.unsqueeze(1)
-    onehot = nnf.one_hot(target.clamp(min=0), classes).movedim(-1, 1).to(probabilities.dtype) * valid.unsqueeze(1)
+    if bool(partial.any()):
+        log_all = torch.logsumexp(logits, 1)
+        log_allowed = torch.logsumexp(logits.masked_fill(valid, -1e4), 1)  # the classes not ruled out
+        ce_exact = nnf.cross_entropy(logits, torch.where(exact, target, IGNORE_INDEX), ignore_index=IGNORE_INDEX,
+                                     reduction="sum")
+        ce = (ce_exact + (log_all - log_allowed)[partial].sum()) / (exact.sum() + partial.sum())
+    else:
+        ce = nnf.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    probabilities = torch.softmax(logits, 1) * valid
+    onehot = nnf.one_hot(torch.where(exact, target, 0), classes).movedim(-1, 1).to(probabilities.dtype) * valid
     dims = (0,) + tuple(range(2, logits.ndim))
     intersection = (probabilities * onehot).sum(dims)
     denominator = probabilities.sum(dims) + onehot.sum(dims)
@@ -423,9 +466,9 @@ class _Loop:
                 logits = self.network(images[start:start + self.batch].to(self.device))
                 predicted = logits.float().argmax(1).cpu()
                 target = labels[start:start + self.batch]
-                valid = target != IGNORE_INDEX
+                valid = known_per_class(target, self.classes)[1]
                 for c in range(1, self.classes):
-                    p, t = (predicted == c) & valid, (target == c) & valid
+                    p, t = (predicted == c) & valid[:, c], (target == c) & valid[:, c]
                     tp[c] += int((p & t).sum())
                     fp[c] += int((p & ~t).sum())
                     fn[c] += int((~p & t).sum())

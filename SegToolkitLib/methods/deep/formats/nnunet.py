@@ -13,9 +13,12 @@ predicted with Gaussian-weighted sliding windows (step half a patch, sigma an ei
 checkpoint's allowed axes (on by default, as nnU-Net), logits averaged over the folds, resampled back (linear) to
 the cropped input shape, reduced to labels and put back into the input grid. Differences: the logits are
 accumulated in float32 (nnU-Net 2.8 uses float16), the windows run in small batches, and the logits go back to the
-input grid one class at a time (the label map keeps the best so far) instead of all classes at once, so the
-input-sized float arrays exist only when probabilities are asked for. The network runs on torch (fp32 or bf16),
-OpenVINO f32, or a checked int8 network made by ``segtoolkit quantize`` on images the user names.
+input grid one band of rows and one class at a time (the label map keeps the best so far) as soon as no later window
+reaches those rows, so neither the whole working-grid logits nor input-sized float arrays ever exist (unless
+probabilities are asked for): on a 512x512x300 CT with 25 classes the float32 sums take a band of about 1 GB instead
+of 2.2 GB. The network runs on torch (fp32 or bf16),
+OpenVINO f32 or bf16 (``auto`` on CPUs with AMX), or a checked int8 network made by ``segtoolkit quantize`` on
+images the user names.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from ....errors import InputError
 from ....io import LabelMap, LabelTable
 from ....progress import CancelToken, ProgressCallback, report
 from ..backends import (
+    BACKENDS,
     WINDOW_BATCH,
     bf16_supported,
     compile_for_cpu,
     convert_to_openvino,
     file_sha256,
+    has_bf16_matrix_units,
     read_openvino,
     resolve_device,
 )
@@ -48,7 +53,6 @@ ANISO_THRESHOLD = 3.0
 STEP = 0.5
 INT8_FILE = "network-int8.xml"
 INT8_JSON = "network-int8.json"
-BACKENDS = ("auto", "torch", "torch-bf16", "openvino", "openvino-int8")
 OPENVINO_MIN_PASSES = 16  # network passes (windows x mirrorings x folds) that repay a first conversion
 
 
@@ -378,9 +382,14 @@ def mirror_combinations(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
 
 def sliding_window_logits(model: NnunetModel, data: np.ndarray, runners: list[Callable], flips: list[tuple],
                           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                          span: tuple[float, float] = (0.1, 0.85)) -> np.ndarray:
+                          span: tuple[float, float] = (0.1, 0.85), sink: Callable | None = None) -> np.ndarray | None:
     """Logits ``(classes, *working shape)``: Gaussian-weighted windows, each the mean over ``flips`` and over the
-    folds' ``runners`` (callables on a torch batch of windows)."""
+    folds' ``runners`` (callables on a torch batch of windows).
+
+    With ``sink`` (a :class:`InputGridLabels`) the logits are never whole: the windows go in order along the first
+    axis, the float32 sums are kept for a band of rows one window deep, and rows are handed to ``sink`` as soon as
+    no later window reaches them (``sink(rows, final)`` with ``rows(class, lo, hi)`` the finished logits of those
+    rows; it answers the first row it still needs). Returns None then."""
     import torch
 
     patch = model.patch
@@ -389,16 +398,38 @@ def sliding_window_logits(model: NnunetModel, data: np.ndarray, runners: list[Ca
     slicers = window_slicers(shape, patch)
     weights_window = torch.from_numpy(gaussian_importance(patch))
     classes = len(model.labels)
-    logits = torch.zeros((classes, *shape), dtype=torch.float32)
-    weights = torch.zeros(shape, dtype=torch.float32)
-    source = torch.from_numpy(padded)
     batch = 4 * WINDOW_BATCH if model.two_d else WINDOW_BATCH
+    groups = [slicers[first:first + batch] for first in range(0, len(slicers), batch)]
+    band = shape[0] if sink is None else min(shape[0], max(_first_row(g[-1]) - _first_row(g[0]) for g in groups)
+                                             + (1 if model.two_d else patch[0]) + 2)
+    logits = torch.zeros((classes, band, *shape[1:]), dtype=torch.float32)
+    weights = torch.zeros((band, *shape[1:]), dtype=torch.float32)
+    base = [0]  # the padded row that band row 0 holds
+    lead, inner = unpad[1].start or 0, unpad[1:]
+
+    def rows(index: int, lo: int, hi: int) -> np.ndarray:  # finished logits of unpadded rows [lo, hi)
+        where = (slice(lo + lead - base[0], hi + lead - base[0]), *inner[1:])
+        return (logits[index][where] / weights[where]).numpy()
+
+    def hand_over(final: int) -> None:  # rows before ``final`` (padded) are finished: to the sink, then dropped
+        keep = sink(rows, min(max(final - lead, 0), data.shape[1])) + lead
+        drop = min(max(keep, base[0]), final) - base[0]
+        if drop:
+            for row in range(band - drop):  # row by row: no second band in memory
+                logits[:, row] = logits[:, row + drop]
+                weights[row] = weights[row + drop]
+            logits[:, band - drop:] = 0
+            weights[band - drop:] = 0
+            base[0] += drop
+
+    source = torch.from_numpy(padded)
     scale = 1.0 / (len(flips) * len(runners))
     with torch.inference_mode():
-        for first in range(0, len(slicers), batch):
-            report(progress, span[0] + (span[1] - span[0]) * first / len(slicers),
-                   f"window {first + 1}/{len(slicers)}", cancel)
-            group = slicers[first:first + batch]
+        for number, group in enumerate(groups):
+            report(progress, span[0] + (span[1] - span[0]) * number / len(groups),
+                   f"window {number * batch + 1}/{len(slicers)}", cancel)
+            if sink is not None:
+                hand_over(_first_row(group[0]))
             windows = torch.stack([source[(slice(None), *where)] for where in group])
             summed = None
             for run in runners:
@@ -410,10 +441,22 @@ def sliding_window_logits(model: NnunetModel, data: np.ndarray, runners: list[Ca
                     summed = out if summed is None else summed + out
             summed *= scale
             for index, where in enumerate(group):
-                logits[(slice(None), *where)] += summed[index] * weights_window
-                weights[where] += weights_window
+                local = (_shift_rows(where[0], base[0]), *where[1:])
+                logits[(slice(None), *local)] += summed[index] * weights_window
+                weights[local] += weights_window
+    if sink is not None:
+        hand_over(shape[0])
+        return None
     logits /= weights
     return logits[(slice(None), *unpad[1:])].numpy()
+
+
+def _first_row(where: tuple) -> int:
+    return where[0] if isinstance(where[0], int) else where[0].start
+
+
+def _shift_rows(first: int | slice, base: int) -> int | slice:
+    return first - base if isinstance(first, int) else slice(first.start - base, first.stop - base)
 
 
 # ---------------------------------------------------------------------------------------------- backends
@@ -421,7 +464,8 @@ def sliding_window_logits(model: NnunetModel, data: np.ndarray, runners: list[Ca
 
 def choose_backend(model: NnunetModel, backend: str, passes: int) -> str:
     """The user's backend (checked), or for ``auto``: the checked int8 networks when the model has them, else
-    OpenVINO f32 when installed and the work repays the conversion, else bf16 where native, else torch."""
+    OpenVINO when installed and the work repays the conversion (bf16 on CPUs with bf16 matrix units, else f32),
+    else torch-bf16 where bf16 is native, else torch."""
     import importlib.util
 
     if backend not in BACKENDS:
@@ -439,7 +483,10 @@ def choose_backend(model: NnunetModel, backend: str, passes: int) -> str:
         return "openvino-int8"
     converted = openvino and all(_openvino_cached(model, i) for i in range(len(model.networks)))
     if openvino and (converted or passes >= OPENVINO_MIN_PASSES):
-        return "openvino"
+        # nnU-Net's own predictor runs its networks in reduced precision (autocast) on GPUs, so bf16 is how these
+        # models are normally served; on a CPU only matrix units (AMX) make it pay: 3.6x faster than f32 there,
+        # slower than f32 without them (Zen 4 AVX-512 bf16).
+        return "openvino-bf16" if has_bf16_matrix_units() else "openvino"
     return "torch-bf16" if bf16_supported(model.device) else "torch"
 
 
@@ -477,8 +524,9 @@ def runners(model: NnunetModel, backend: str) -> list[Callable]:
                     return network(windows.to(model.device)).float().cpu()
             return run
         made = [make(network) for network in model.networks]
-    elif backend == "openvino":
-        made = [compile_for_cpu(convert_to_openvino(network, _window_shape(model), fold_key(model, index)))
+    elif backend in ("openvino", "openvino-bf16"):
+        precision = "bf16" if backend == "openvino-bf16" else "f32"
+        made = [compile_for_cpu(convert_to_openvino(network, _window_shape(model), fold_key(model, index)), precision)
                 for index, network in enumerate(model.networks)]
     else:
         made = [compile_for_cpu(read_openvino(int8_file(model, index), "run 'segtoolkit quantize' again"))
@@ -512,8 +560,8 @@ def int8_ready(model: NnunetModel) -> bool:
 
 def estimate_memory_bytes(model: NnunetModel, image: sitk.Image, probabilities: bool = False) -> int:
     """Peak memory of :func:`predict_nnunet`: the input channels (float32, twice while cropping), the working
-    grid's data, logits and weights, and on the input grid two float planes of one class plus the labels (all
-    classes when probabilities are asked for)."""
+    grid's data, weights and logits (a band of rows when they stream), and on the input grid two float planes of
+    one class plus the labels (all classes when probabilities are asked for)."""
     size = image.GetSize()
     spacing = list(reversed(image.GetSpacing())) if len(size) == 3 else [1.0] + list(reversed(image.GetSpacing()))
     input_voxels = math.prod(size)
@@ -524,11 +572,17 @@ def estimate_memory_bytes(model: NnunetModel, image: sitk.Image, probabilities: 
     target = [float(s) for s in model.config["spacing"]]
     if len(target) < 3:
         target = [spacing[0]] + target
-    working = math.prod(max(int(round(o / t * n)), p) for o, t, n, p in
-                        zip(spacing, target, shape, [1] * (3 - len(model.patch)) + model.patch))
+    patch = [1] * (3 - len(model.patch)) + model.patch
+    sizes = [max(int(round(o / t * n)), p) for o, t, n, p in zip(spacing, target, shape, patch)]
+    working = math.prod(sizes)
     channels, classes = len(model.channels), len(model.labels)
     on_input = input_voxels * (4 * channels * 2 + 4 * 2 + 2) + (input_voxels * 4 * classes if probabilities else 0)
-    on_grid = working * 4 * (channels + classes + 1)
+    # logits: a band of rows about 1.5 windows deep when they stream to the input grid (InputGridLabels)
+    kwargs = _resampling_kwargs(model.config, "resampling_fn_probabilities_kwargs", order=1)
+    axis = separate_axis(kwargs["force_separate_z"], target, spacing, kwargs["threshold"])
+    streams = (axis is None and kwargs["order"] <= 1) or (axis == 0 and kwargs["order_z"] == 0)
+    band = min(1.0, (1.5 * (8 if model.two_d else patch[0]) + 3) / sizes[0]) if streams else 1.0
+    on_grid = working * 4 * (channels + 1) + working * band * 4 * classes
     return int(on_input + on_grid)
 
 
@@ -582,11 +636,15 @@ def predict_nnunet(model: NnunetModel, images: sitk.Image | Sequence[sitk.Image]
     case = preprocess(model, channels)
     windows = len(window_slicers(padded_shape(case.data.shape[1:], model.patch), model.patch))
     chosen = choose_backend(model, backend, windows * len(flips) * len(model.networks))
-    logits = sliding_window_logits(model, case.data, runners(model, chosen), flips, progress, cancel)
+    grid = InputGridLabels(model, case, case.data.shape[1:], probabilities or uncertainty, cancel)
+    logits = sliding_window_logits(model, case.data, runners(model, chosen), flips, progress, cancel,
+                                   sink=grid if grid.streams else None)
     del case.data
     report(progress, 0.86, "resampling to the input grid", cancel)
-    labels, probs = logits_to_input_grid(model, logits, case, probabilities or uncertainty, cancel)
-    del logits
+    if logits is not None:  # a resampling that cannot go band by band: all at once, as nnU-Net
+        grid(lambda index, lo, hi: logits[index, lo:hi], logits.shape[1])
+        del logits
+    labels, probs = grid.result(case, model)
     labels = apply_postprocessing(labels, model, largest_component)
     if keep_classes is not None:
         labels[~np.isin(labels, [0, *keep_classes])] = 0
@@ -606,50 +664,115 @@ def predict_nnunet(model: NnunetModel, images: sitk.Image | Sequence[sitk.Image]
     return result
 
 
+class InputGridLabels:
+    """Labels (and softmax probabilities when asked) on the cropped input grid, made from the working grid's logits
+    row band by row band as they are finished (a sink of :func:`sliding_window_logits`): each band of output rows
+    resampled class by class (linear, nnU-Net's anisotropy rule), the label of the highest kept so far. Streaming
+    needs a resampling that is local along the first axis (no spline prefilter, the low-resolution axis, if any,
+    first); otherwise (:attr:`streams` False) the whole logits are resampled at once as nnU-Net does."""
+
+    OUTPUT_VOXELS = 1 << 23  # output voxels resampled at a time (bounds the temporaries)
+
+    def __init__(self, model: NnunetModel, case: Preprocessed, working_shape: Sequence[int], probabilities: bool,
+                 cancel: CancelToken | None = None):
+        kwargs = _resampling_kwargs(model.config, "resampling_fn_probabilities_kwargs", order=1)
+        self.order, self.order_z = kwargs["order"], kwargs["order_z"]
+        self.axis = separate_axis(kwargs["force_separate_z"], case.working_spacing, case.spacing, kwargs["threshold"])
+        self.source_shape = tuple(int(s) for s in working_shape)
+        self.shape = tuple(case.shape_after_cropping)
+        self.classes = len(model.labels)
+        self.cancel = cancel
+        self.labels = np.zeros(self.shape, dtype=np.uint8 if self.classes <= 256 else np.uint16)
+        self.kept = np.empty((self.classes, *self.shape), dtype=np.float32) if probabilities else None
+        same_rows = self.source_shape[0] == self.shape[0]
+        self.streams = self.source_shape == self.shape or (self.axis is None and self.order <= 1) or \
+            (self.axis == 0 and (same_rows or self.order_z == 0))
+        # the source rows each output row reads (as scikit-image/ndimage zoom with grid_mode and nnU-Net's
+        # separate-axis resampling place them): floor and floor + 1 of its position, clamped at the edges
+        scale = self.source_shape[0] / self.shape[0]
+        self.positions = scale * (np.arange(self.shape[0]) + 0.5) - 0.5
+        low = np.floor(self.positions).astype(int)
+        self.low = np.clip(low, 0, self.source_shape[0] - 1)
+        self.high = np.clip(low + 1, 0, self.source_shape[0] - 1)
+        self.next = 0
+
+    def __call__(self, rows: Callable[[int, int, int], np.ndarray], final: int) -> int:
+        """Output rows whose source rows lie before ``final`` are made; answers the first source row still needed."""
+        done = final >= self.source_shape[0]
+        if not self.streams and not done:
+            return 0
+        end = self.shape[0] if done else int(np.searchsorted(self.high, final, side="left"))
+        step = max(1, self.OUTPUT_VOXELS // max(1, math.prod(self.shape[1:])))
+        for first in range(self.next, end, step if self.streams else self.shape[0]):
+            self._make(rows, first, min(end, first + step) if self.streams else end)
+        self.next = max(self.next, end)
+        return int(self.low[self.next]) if self.next < self.shape[0] else final
+
+    def _make(self, rows: Callable, first: int, last: int) -> None:
+        lo, hi = (int(self.low[first]), int(self.high[last - 1]) + 1) if self.streams else (0, self.source_shape[0])
+        best = None
+        for index in range(self.classes):
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
+            channel = self._resample(rows(index, lo, hi), lo, first, last)
+            if self.kept is not None:
+                self.kept[index, first:last] = channel
+            if best is None:
+                best = np.array(channel, dtype=np.float32)
+            else:
+                higher = channel > best
+                self.labels[first:last][higher] = index
+                np.maximum(best, channel, out=best)
+
+    def _resample(self, block: np.ndarray, lo: int, first: int, last: int) -> np.ndarray:
+        """Output rows [first, last) from the source rows [lo, lo + len(block))."""
+        from scipy.ndimage import affine_transform
+        from skimage.transform import resize
+
+        if self.source_shape == self.shape:
+            return block[first - lo:last - lo]
+        if first == 0 and last == self.shape[0] and lo == 0 and len(block) == self.source_shape[0]:
+            return resample_channel(block, self.shape, self.order, self.axis, self.order_z)  # all at once
+        if self.axis is None:  # zoom (grid mode, edge) of a slab: the same positions, offset to the slab's rows
+            scale = [s / n for s, n in zip(self.source_shape, self.shape)]
+            offset = [scale[0] * (first + 0.5) - 0.5 - lo] + [s * 0.5 - 0.5 for s in scale[1:]]
+            return affine_transform(block, scale, offset, output_shape=(last - first, *self.shape[1:]),
+                                    order=self.order, mode="nearest", prefilter=False)
+        in_plane = np.stack([resize(row, self.shape[1:], self.order, mode="edge", anti_aliasing=False)
+                             for row in block]).astype(np.float32, copy=False)
+        if self.source_shape[0] == self.shape[0]:
+            return in_plane[first - lo:last - lo]
+        picked = np.clip(np.floor(self.positions[first:last] + 0.5), 0, self.source_shape[0] - 1).astype(int)
+        return in_plane[picked - lo]
+
+    def result(self, case: Preprocessed, model: NnunetModel) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities) on the input array grid: the crop and the transpose undone."""
+        kept = self.kept
+        if kept is not None:
+            kept -= kept.max(0, keepdims=True)
+            np.exp(kept, out=kept)
+            kept /= kept.sum(0, keepdims=True)
+        box = tuple(slice(lo, hi) for lo, hi in case.bbox)
+        full = np.zeros(case.shape_before_cropping, dtype=self.labels.dtype)
+        full[box] = self.labels
+        backward = model.plans.get("transpose_backward", [0, 1, 2])
+        full = np.ascontiguousarray(full.transpose(backward))
+        probs = None
+        if kept is not None:
+            probs = np.zeros((self.classes, *case.shape_before_cropping), dtype=np.float32)
+            probs[0] = 1.0
+            probs[(slice(None), *box)] = kept
+            probs = np.ascontiguousarray(probs.transpose([0, *[b + 1 for b in backward]]))
+        return full, probs
+
+
 def logits_to_input_grid(model: NnunetModel, logits: np.ndarray, case: Preprocessed, probabilities: bool,
                          cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels (and softmax probabilities when asked) on the input array grid: logits resampled (linear, nnU-Net's
-    anisotropy rule) to the cropped shape class by class, the label of the highest kept so far; then the crop and
-    the transpose undone."""
-    kwargs = _resampling_kwargs(model.config, "resampling_fn_probabilities_kwargs", order=1)
-    axis = separate_axis(kwargs["force_separate_z"], case.working_spacing, case.spacing, kwargs["threshold"])
-    shape = tuple(case.shape_after_cropping)
-    same = tuple(logits.shape[1:]) == shape
-    classes = logits.shape[0]
-    dtype = np.uint8 if classes <= 256 else np.uint16
-    best = None
-    labels = np.zeros(shape, dtype=dtype)
-    kept = np.empty((classes, *shape), dtype=np.float32) if probabilities else None
-    for index in range(classes):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        channel = logits[index] if same else resample_channel(logits[index], shape, kwargs["order"], axis,
-                                                              kwargs["order_z"])
-        if kept is not None:
-            kept[index] = channel
-        if best is None:
-            best = np.array(channel, dtype=np.float32)
-        else:
-            higher = channel > best
-            labels[higher] = index
-            np.maximum(best, channel, out=best)
-    del best
-    if kept is not None:
-        kept -= kept.max(0, keepdims=True)
-        np.exp(kept, out=kept)
-        kept /= kept.sum(0, keepdims=True)
-    box = tuple(slice(lo, hi) for lo, hi in case.bbox)
-    full = np.zeros(case.shape_before_cropping, dtype=dtype)
-    full[box] = labels
-    backward = model.plans.get("transpose_backward", [0, 1, 2])
-    full = np.ascontiguousarray(full.transpose(backward))
-    probs = None
-    if kept is not None:
-        probs = np.zeros((classes, *case.shape_before_cropping), dtype=np.float32)
-        probs[0] = 1.0
-        probs[(slice(None), *box)] = kept
-        probs = np.ascontiguousarray(probs.transpose([0, *[b + 1 for b in backward]]))
-    return full, probs
+    """Labels (and softmax probabilities when asked) on the input array grid from whole working-grid logits
+    (see :class:`InputGridLabels`)."""
+    sink = InputGridLabels(model, case, logits.shape[1:], probabilities, cancel)
+    sink(lambda index, lo, hi: logits[index, lo:hi], logits.shape[1])
+    return sink.result(case, model)
 
 
 def apply_postprocessing(labels: np.ndarray, model: NnunetModel, largest_component: bool | None) -> np.ndarray:
