@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..io import write_text_atomic
+from ..io.atomic import remove_stale_temporaries as remove_dead_writers_temporaries
 
 RECORDS = "records"
 LABELS = "labels"
@@ -97,11 +98,14 @@ def all_records(outdir: Path) -> dict[str, dict]:
 
 
 def remove_stale_temporaries(outdir: Path) -> int:
-    """Delete temporary files left by interrupted atomic writes (``.<name>.<random>.tmp...``)."""
+    """Delete temporary files left by interrupted atomic writes (``.<name>.<random>.tmp...``, and the shared
+    writer's ``.<name>.<pid>-<random>.segtoolkit-tmp...`` of processes that are gone, however recent: a run starts
+    before any of its own workers write, so a dead writer's temporary can only be a killed run's)."""
     removed = 0
     for folder in (Path(outdir), *(Path(outdir) / sub for sub in (RECORDS, LABELS, THUMBNAILS))):
         if not folder.is_dir():
             continue
+        removed += len(remove_dead_writers_temporaries(folder, dead_seconds=0.0))
         for path in folder.glob(".*.tmp*"):
             with contextlib.suppress(OSError):
                 os.unlink(path)

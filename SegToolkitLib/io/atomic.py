@@ -130,9 +130,11 @@ def is_our_temporary(name: str) -> bool:
     return bool(_TEMP_PATTERN.match(name))
 
 
-def remove_stale_temporaries(folder: Path | str, now: float | None = None) -> list[Path]:
+def remove_stale_temporaries(folder: Path | str, now: float | None = None,
+                              dead_seconds: float = STALE_DEAD_SECONDS) -> list[Path]:
     """Remove temporaries (files or folders named by :func:`temporary_path`) left in ``folder`` by runs that
-    were killed; only ours, and only when their process is gone (or after a day). Returns what was removed."""
+    were killed; only ours, and only when their process is gone (untouched for ``dead_seconds``) or after a day.
+    Returns what was removed."""
     now = time.time() if now is None else now
     removed = []
     try:
@@ -148,7 +150,7 @@ def remove_stale_temporaries(folder: Path | str, now: float | None = None) -> li
         except OSError:
             continue
         alive = _process_alive(int(match.group(1)))
-        if age > STALE_ANY_SECONDS or (not alive and age > STALE_DEAD_SECONDS):
+        if age > STALE_ANY_SECONDS or (not alive and age >= dead_seconds):
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path)
@@ -179,7 +181,16 @@ def _process_alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, OSError):
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet still answers os.kill; it writes nothing any more."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @contextlib.contextmanager

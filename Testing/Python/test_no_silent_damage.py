@@ -271,6 +271,33 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_pat
     assert atomic.remove_stale_temporaries(tmp_path, now=time.time() + 2 * 86400) == [mine]
 
 
+def test_a_cohort_rerun_removes_a_killed_writers_fresh_temporary_but_not_a_live_ones(tmp_path):
+    from SegToolkitLib.cohort.records import remove_stale_temporaries as cohort_cleanup
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    target = labels / "case.nii.gz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    fresh = labels / atomic.temporary_path(target).name.replace(f".{os.getpid()}-", f".{dead}-")
+    fresh.write_bytes(b"partial")  # just written: the ordinary write's 60 s grace keeps it
+    live = atomic.temporary_path(target)
+    live.write_bytes(b"being written")
+    assert atomic.remove_stale_temporaries(labels) == []
+    assert cohort_cleanup(tmp_path) == 1
+    assert not fresh.exists() and live.exists()
+
+
+def test_a_zombie_process_counts_as_gone():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 10
+    while time.time() < deadline and not atomic._zombie(child.pid):  # exited, not yet reaped
+        time.sleep(0.05)
+    assert atomic._zombie(child.pid) and not atomic._process_alive(child.pid)
+    child.wait()
+    assert not atomic._process_alive(child.pid)
+
+
 # ---------------------------------------------------------------- class 4: training data on different grids
 
 
