@@ -61,6 +61,11 @@ def has_bf16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def openvino_precision(backend: str) -> str:
+    """The OpenVINO inference precision of a floating-point OpenVINO backend name."""
+    return "bf16" if backend == "openvino-bf16" else "f32"
+
+
 def cache_folder() -> Path:
     return Path(os.environ.get("SEGTOOLKIT_CACHE", Path.home() / ".cache" / "segtoolkit"))
 

@@ -52,6 +52,7 @@ from .backends import (
     compile_for_cpu,
     convert_to_openvino,
     has_bf16_matrix_units,
+    openvino_precision,
     read_openvino,
     resolve_device,
 )
@@ -307,8 +308,7 @@ def sliding_window(model: DeepModel, array: np.ndarray, tta: bool, backend: str,
 
 def _backend_network(model: DeepModel, backend: str, channels: int):
     if backend in ("openvino", "openvino-bf16"):
-        precision = "bf16" if backend == "openvino-bf16" else "f32"
-        return openvino_network(model, [1, channels] + _network_window(model.plan), precision)
+        return openvino_network(model, [1, channels] + _network_window(model.plan), openvino_precision(backend))
     if backend == "openvino-int8":
         return int8_network(model)
     return model.network
@@ -402,8 +402,7 @@ def _to_input_grid(model: DeepModel, blended: np.ndarray, grid: sitk.Image, refe
         if uncertain is not None and disagreement is not None:
             uncertain[target] = np.clip(extra[0], 0.0, 1.0)
         elif uncertain is not None:
-            clipped = np.clip(np.stack(values), 1e-8, 1.0)
-            uncertain[target] = -(clipped * np.log(clipped)).sum(0) / math.log(classes)
+            uncertain[target] = normalised_entropy(np.stack(values))
     label_image = sitk.GetImageFromArray(labels)
     label_image.CopyInformation(reference)
     result = Prediction(LabelMap(label_image, model.labels.covering(model.class_values[1:])))
@@ -459,6 +458,12 @@ def _largest_component_indices(model: DeepModel, largest_component: bool | None)
     return [model.class_values.index(v) for v in values if v in model.class_values]
 
 
+def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Entropy over the class axis (first) divided by its maximum: 0 = certain, 1 = every class equally likely."""
+    clipped = np.clip(probabilities, 1e-8, 1.0)
+    return -(clipped * np.log(clipped)).sum(0) / math.log(len(probabilities))
+
+
 def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int]) -> None:
     """On the working grid, before the largest-component clean-up: where a class has several components, keep
     the one with the most certain voxels (sum of 1 - normalised entropy) and hand the others to the next class
@@ -476,8 +481,7 @@ def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int]) ->
         if count < 2:
             continue
         if certainty is None:
-            clipped = np.clip(blended, 1e-8, 1.0)
-            certainty = 1.0 + (clipped * np.log(clipped)).sum(0) / math.log(len(blended))
+            certainty = 1.0 - normalised_entropy(blended)
         scores = ndimage.sum(certainty, components, range(1, count + 1))
         blended[index][(components > 0) & (components != int(np.argmax(scores)) + 1)] = 0.0
 

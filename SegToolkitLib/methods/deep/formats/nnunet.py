@@ -44,6 +44,7 @@ from ..backends import (
     convert_to_openvino,
     file_sha256,
     has_bf16_matrix_units,
+    openvino_precision,
     read_openvino,
     resolve_device,
 )
@@ -525,7 +526,7 @@ def runners(model: NnunetModel, backend: str) -> list[Callable]:
             return run
         made = [make(network) for network in model.networks]
     elif backend in ("openvino", "openvino-bf16"):
-        precision = "bf16" if backend == "openvino-bf16" else "f32"
+        precision = openvino_precision(backend)
         made = [compile_for_cpu(convert_to_openvino(network, _window_shape(model), fold_key(model, index)), precision)
                 for index, network in enumerate(model.networks)]
     else:
@@ -580,7 +581,7 @@ def estimate_memory_bytes(model: NnunetModel, image: sitk.Image, probabilities: 
     # logits: a band of rows about 1.5 windows deep when they stream to the input grid (InputGridLabels)
     kwargs = _resampling_kwargs(model.config, "resampling_fn_probabilities_kwargs", order=1)
     axis = separate_axis(kwargs["force_separate_z"], target, spacing, kwargs["threshold"])
-    streams = (axis is None and kwargs["order"] <= 1) or (axis == 0 and kwargs["order_z"] == 0)
+    streams = resamples_band_by_band(kwargs["order"], kwargs["order_z"], axis)
     band = min(1.0, (1.5 * (8 if model.two_d else patch[0]) + 3) / sizes[0]) if streams else 1.0
     on_grid = working * 4 * (channels + 1) + working * band * 4 * classes
     return int(on_input + on_grid)
@@ -623,7 +624,7 @@ def predict_nnunet(model: NnunetModel, images: sitk.Image | Sequence[sitk.Image]
     allowed axes (None: on when the checkpoint allows it, as nnU-Net). ``largest_component``: None = nnU-Net's stored
     post-processing, True = every label, False = none. ``keep_classes``: label values kept (others become
     background). Returns a :class:`~SegToolkitLib.methods.deep.inference.Prediction` on the input grid."""
-    from ..inference import Prediction
+    from ..inference import Prediction, normalised_entropy
 
     start = time.perf_counter()
     channels = [images] if isinstance(images, sitk.Image) else list(images)
@@ -656,12 +657,17 @@ def predict_nnunet(model: NnunetModel, images: sitk.Image | Sequence[sitk.Image]
         result.probabilities = _image_like(foreground if len(model.labels) > 2 else foreground[..., 0], reference,
                                            vector=len(model.labels) > 2)
     if probs is not None and uncertainty:
-        clipped = np.clip(probs, 1e-8, 1.0)
-        entropy = -(clipped * np.log(clipped)).sum(0) / math.log(len(model.labels))
-        result.uncertainty = _image_like(entropy.astype(np.float32), reference)
+        result.uncertainty = _image_like(normalised_entropy(probs).astype(np.float32), reference)
     result.seconds = time.perf_counter() - start
     report(progress, 1.0, "done", cancel)
     return result
+
+
+def resamples_band_by_band(order: int, order_z: int, axis: int | None, same_rows: bool = False) -> bool:
+    """Whether nnU-Net's probability resampling is local along the first axis, so that output rows can be made
+    from a band of finished working-grid rows: no spline prefilter, or the low-resolution axis (if any) first
+    with nearest-neighbour or unchanged rows."""
+    return (axis is None and order <= 1) or (axis == 0 and (same_rows or order_z == 0))
 
 
 class InputGridLabels:
@@ -684,9 +690,8 @@ class InputGridLabels:
         self.cancel = cancel
         self.labels = np.zeros(self.shape, dtype=np.uint8 if self.classes <= 256 else np.uint16)
         self.kept = np.empty((self.classes, *self.shape), dtype=np.float32) if probabilities else None
-        same_rows = self.source_shape[0] == self.shape[0]
-        self.streams = self.source_shape == self.shape or (self.axis is None and self.order <= 1) or \
-            (self.axis == 0 and (same_rows or self.order_z == 0))
+        self.streams = self.source_shape == self.shape or resamples_band_by_band(
+            self.order, self.order_z, self.axis, same_rows=self.source_shape[0] == self.shape[0])
         # the source rows each output row reads (as scikit-image/ndimage zoom with grid_mode and nnU-Net's
         # separate-axis resampling place them): floor and floor + 1 of its position, clamped at the edges
         scale = self.source_shape[0] / self.shape[0]
