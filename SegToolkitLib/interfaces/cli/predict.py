@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="inference backend (default auto: the model's int8 network when it has one that agrees "
                              "with fp32, else OpenVINO when installed and the image needs enough windows to repay "
-                             "its one-off conversion (bf16 for nnU-Net models on CPUs with AMX, else f32), else bf16 "
+                             "its one-off conversion (bf16 on CPUs with AMX, else f32), else bf16 "
                              "where the CPU has it, else torch)")
     add_label_output_arguments(parser)
     parser.set_defaults(func=run)
