@@ -10,7 +10,9 @@ preprocessing and trainer (``nnUNetTrainer`` on the CPU, built directly so that 
 imports the Primus modules, which need torchvision). The held-out cases are then predicted by ``nnUNetPredictor``
 and by our engine (``predict_nnunet``) with the same mirroring setting (both on and off): Dice between the two per
 class, Dice of each against the reference labels, whole-case time and peak memory (each predictor in its own
-process; its own peak resident memory, ``VmHWM``).
+process; its own peak resident memory, ``VmHWM``). ``--agreement-on-training`` repeats the comparison on the
+training cases, where the model is confident (a model trained on one CT finds little on another patient, and a
+held-out case then holds mostly undecided voxels); the lowest class's voxel count is printed beside its Dice.
 
 ``totalseg``: a TotalSegmentator-size PlainConvUNet (6 stages, 32-320 features, patch 128^3, 1.5 mm, CT
 normalisation, 25 classes like the organs part; random weights, no mirroring as TotalSegmentator's trainers) on a
@@ -21,7 +23,8 @@ Usage::
 
     nice python benchmarks/nnunet_speed.py trained --spacing 0.6 --iterations 150 --test 20 --work W
     nice python benchmarks/nnunet_speed.py trained --dataset totalsegmentator_ct_examples --id 991 --held-out \
-        msd_spleen_ct_crop --classes spleen,liver,stomach,aorta --fold all --spacing 2 --memory-gb 2
+        msd_spleen_ct_crop --classes spleen,liver,stomach,aorta --fold all --spacing 2 --memory-gb 2 \
+        --iterations 300 --agreement-on-training --backends auto openvino openvino-int8
     nice python benchmarks/nnunet_speed.py totalseg --size 512 512 300 --backend auto
 """
 
@@ -361,13 +364,30 @@ def _pairwise_dice(first: list[np.ndarray], second: list[np.ndarray], classes: l
     return values or [1.0]
 
 
-def _quantize(model: Path, images: list[Path]) -> None:
-    """``segtoolkit quantize -m MODEL IMAGE...`` (our CLI), timed."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "SegToolkitLib", "quantize", "-m", str(model),
-                           *map(str, images)], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    print(f"segtoolkit quantize on {len(images)} training images: {time.perf_counter() - start:.0f} s, exit "
-          f"{done.returncode}: {(done.stdout + done.stderr).strip()[-600:]}", flush=True)
+def _lowest_class_size(first: list[np.ndarray], second: list[np.ndarray]) -> str:
+    """The voxel count (in ``second``) of the class with the lowest Dice: a few voxels of a speck weigh heavily."""
+    scored = [(d, int((b == c).sum())) for a, b in zip(first, second) for c, d in dice_per_class(a, b).items()]
+    return f"{min(scored)[1]} voxels" if scored else "-"
+
+
+def _quantize(model: Path, images: list[Path], work: Path) -> Path | None:
+    """The model imported into a store inside ``work`` (int8 networks are kept in the store) and quantized there with
+    our CLI (``segtoolkit models import``, then ``segtoolkit quantize -m NAME IMAGE...``, timed); returns the store
+    copy that our predictor then loads, or None when the int8 networks disagreed with fp32 and were not kept."""
+    environment = dict(os.environ, SEGTOOLKIT_HOME=str(work / "store"))
+    name = "benchmark-int8"
+    commands = (["models", "import", str(model), "--name", name, "--force"],
+                ["quantize", "-m", name, *map(str, images)])
+    for command in commands:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "SegToolkitLib", *command], capture_output=True, text=True,
+                              env=environment, cwd=Path(__file__).resolve().parents[1])
+        print(f"segtoolkit {' '.join(command[:2])}: {time.perf_counter() - start:.0f} s, exit {done.returncode}: "
+              f"{(done.stdout + done.stderr).strip()[-600:]}", flush=True)
+        if done.returncode:
+            raise SystemExit(f"segtoolkit {command[0]} failed")
+    imported = next((work / "store" / "models" / name).glob(f"*/{model.name}"))  # dataset folder / trained folder
+    return imported if any(imported.rglob("network-int8.xml")) else None  # none kept: fp32 stays, no int8 rows
 
 
 def trained(args: argparse.Namespace) -> None:
@@ -402,11 +422,23 @@ def trained(args: argparse.Namespace) -> None:
     rows = []
     int8 = [b for b in args.backends if b == "openvino-int8"]  # after the others: int8 networks change 'auto'
     for group in ([b for b in args.backends if b != "openvino-int8"], int8):
+        ours_model = model
         if group and group[0] == "openvino-int8":
-            _quantize(model, [raw / "imagesTr" / f"{case}_0000.nii.gz" for case in train[:args.calibration]])
+            ours_model = _quantize(model, [raw / "imagesTr" / f"{case}_0000.nii.gz" for case in
+                                           train[:args.calibration]], work)
+            if ours_model is None:
+                print("no int8 rows: the checked int8 network was not kept", flush=True)
+                continue
         for mirroring in (False, True) if group else ():
-            rows += _compare(model, folds, images, references, scored, mirroring, group, work, args, held)
+            rows += _compare(model, folds, images, references, scored, mirroring, group, work, args, held, ours_model)
     print(f"\nCPU: {cpu_description()}; load average {os.getloadavg()[0]:.2f}; model: {info}")
+    print_table(rows)
+    if args.agreement_on_training:
+        print("\nThe same on the training cases (in-sample: where the model is sure of itself)", flush=True)
+        print_table(_on_training_cases(model, folds, raw, train[:args.limit or len(train)], work, args))
+
+
+def print_table(rows: list[str]) -> None:
     print("| mirroring | ours backend | ours s (per case sum) | nnUNetPredictor s (per case sum) | ratio | Dice ours "
           "vs nnU-Net lowest / mean | Dice vs reference ours / nnU-Net | peak MB ours / nnU-Net |")
     print("|---|---|---|---|---|---|---|---|")
@@ -414,14 +446,32 @@ def trained(args: argparse.Namespace) -> None:
         print(row)
 
 
+def _on_training_cases(model: Path, folds: list[str], raw: Path, cases: list[str], work: Path,
+                       args: argparse.Namespace) -> list[str]:
+    """Both predictors on training cases: a held-out case the model cannot segment has mostly undecided voxels,
+    where any two engines part; here the agreement is measured where the model is confident."""
+    import SimpleITK as sitk
+
+    images = [raw / "imagesTr" / f"{case}_0000.nii.gz" for case in cases]
+    references = [sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{case}.nii.gz"))) for case in cases]
+    scored = sorted({int(v) for reference in references for v in np.unique(reference) if v})
+    backends = [b for b in args.backends if b != "openvino-int8"]
+    (work / "training").mkdir(exist_ok=True)
+    return [row for mirroring in (False, True) for row in
+            _compare(model, folds, images, references, scored, mirroring, backends, work / "training", args, cases)]
+
+
 def _compare(model: Path, folds: list[str], images: list[Path], references: list[np.ndarray], scored: list[int],
-             mirroring: bool, backends: list[str], work: Path, args: argparse.Namespace, held: list[str]) -> list[str]:
-    """nnUNetPredictor and ours (each backend) on the held-out images in their own processes; one table row each."""
+             mirroring: bool, backends: list[str], work: Path, args: argparse.Namespace, held: list[str],
+             ours_model: Path | None = None) -> list[str]:
+    """nnUNetPredictor and ours (each backend; ``ours_model``: the same model from our store) on the held-out images
+    in their own processes; one table row each."""
     import SimpleITK as sitk
 
     def run(who: str, backend: str) -> tuple[dict, list[np.ndarray]]:
         outputs = [work / f"{who}-{backend}-{mirroring}-{case}.nii.gz" for case in held]
-        timing = run_child(who, model, folds, images, outputs, mirroring, backend, args.threads, args.checkpoint)
+        source = ours_model if who == "ours" and ours_model is not None else model
+        timing = run_child(who, source, folds, images, outputs, mirroring, backend, args.threads, args.checkpoint)
         return timing, [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in outputs]
 
     theirs, their_labels = run("nnunet", "-")
@@ -430,13 +480,14 @@ def _compare(model: Path, folds: list[str], images: list[Path], references: list
     for backend in backends:
         ours, our_labels = run("ours", backend)
         between = _pairwise_dice(our_labels, their_labels)
+        lowest_size = _lowest_class_size(our_labels, their_labels)
         our_ref = np.mean(_pairwise_dice(our_labels, references, scored))
         case_sum = {who: sum(v for k, v in t["seconds"].items() if k != "backend") for who, t in
                     (("ours", ours), ("nnunet", theirs))}
         ratio = theirs["total"] / ours["total"]
         row = (f"| {'on' if mirroring else 'off'} | {backend} ({ours['seconds'].get('backend')}) | "
                f"{ours['total']:.1f} ({case_sum['ours']:.1f}) | {theirs['total']:.1f} ({case_sum['nnunet']:.1f}) | "
-               f"{ratio:.2f}x ({case_sum['nnunet'] / case_sum['ours']:.2f}x) | {min(between):.4f} / "
+               f"{ratio:.2f}x ({case_sum['nnunet'] / case_sum['ours']:.2f}x) | {min(between):.4f} ({lowest_size}) / "
                f"{np.mean(between):.4f} | {our_ref:.4f} / {their_ref:.4f} | {ours['peak_mb']:.0f} / "
                f"{theirs['peak_mb']:.0f} |")
         print(row, flush=True)
@@ -560,6 +611,8 @@ def main() -> None:
     first.add_argument("--backends", nargs="+", default=["auto", "openvino"],
                        help="our backends to compare (openvino-int8 runs 'segtoolkit quantize' first)")
     first.add_argument("--calibration", type=int, default=4, help="training images for int8 calibration")
+    first.add_argument("--agreement-on-training", action="store_true",
+                       help="also compare both predictors on the training cases (where the model is confident)")
     first.add_argument("--checkpoint", choices=("final", "best"), default="final",
                        help="'best': measure the best checkpoint of a training stopped before its end (no training)")
     first.add_argument("--id", type=int, default=990)
