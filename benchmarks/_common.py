@@ -32,3 +32,25 @@ def best_time(function: Callable[[], object], repeats: int = 3) -> tuple[float, 
         result = function()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def cpu_model_and_amx() -> tuple[str, list[str]]:
+    """The CPU model name and its AMX flags from ``/proc/cpuinfo`` (numbers depend on both; "unknown" elsewhere)."""
+    model, flags = "unknown", []
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith("amx"))
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def cpu_description() -> str:
+    """``model (AMX flags; N visible cores)``, printed by every benchmark beside its numbers."""
+    model, amx = cpu_model_and_amx()
+    return f"{model} ({' '.join(amx) if amx else 'no AMX'}; {os.cpu_count()} visible cores)"

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import SimpleITK as sitk
-from _common import require_shared_data
+from _common import cpu_description, require_shared_data
 from scipy import ndimage
 
 from SegToolkitLib.errors import InputError
@@ -179,18 +179,6 @@ def hc18_summary(part: str, scores: np.ndarray, errors: np.ndarray) -> None:
     print(f"  {part}, n={len(scores)}: HC error median {np.median(absolute):.2f} mm, mean {np.mean(absolute):.2f} mm, "
           f"signed median {np.median(errors):+.2f} mm, {np.count_nonzero(absolute > 10)} over 10 mm; "
           f"Dice mean {np.mean(scores):.3f}, median {np.median(scores):.3f}, worst {np.min(scores):.3f}")
-
-
-def cpu_description() -> str:
-    """The CPU model and its AMX flags (numbers depend on them), from /proc/cpuinfo where there is one."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    amx = sorted(flag for flag in set(flags) if flag.startswith("amx"))
-    return f"{model}, {os.cpu_count()} cores, AMX: {', '.join(amx) or 'none'}"
 
 
 def main() -> None:

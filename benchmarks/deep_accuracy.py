@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from _common import require_shared_data
+from _common import cpu_model_and_amx, require_shared_data
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,18 +42,9 @@ def measured_circumference_mm(label_map) -> float:
 def machine() -> dict:
     """The CPU model, its AMX flags and the load average (numbers depend on all three)."""
     import os
-    import platform
 
-    model, flags = platform.processor(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    return {"cpu": model, "amx": sorted(f for f in flags if f.startswith("amx")),
-            "load_average": [round(v, 2) for v in os.getloadavg()]}
+    model, amx = cpu_model_and_amx()
+    return {"cpu": model, "amx": amx, "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def train_model(dataset, work: Path, name: str, minutes: float, network: str) -> tuple[Path, dict, float]:

@@ -392,7 +392,7 @@ def _quantize(model: Path, images: list[Path], work: Path) -> Path | None:
 
 def trained(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
-    from _common import require_shared_data
+    from _common import cpu_description, require_shared_data
 
     data = require_shared_data()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="nnunet-bench-"))
@@ -542,22 +542,9 @@ def synthetic_ct(path: Path, size: list[int]) -> None:
     sitk.WriteImage(image, str(path))
 
 
-def cpu_description() -> str:
-    """The CPU model name and its matrix-unit flags (AMX), so that numbers can be attributed to a CPU."""
-    import platform
-
-    name, flags = platform.processor() or platform.machine(), []
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name in (platform.processor(), platform.machine()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith("amx"))
-                break
-    return f"{name} ({' '.join(flags) if flags else 'no AMX'}; {os.cpu_count()} visible cores)"
-
-
 def totalseg(args: argparse.Namespace) -> None:
+    from _common import cpu_description
+
     work = Path(tempfile.mkdtemp(prefix="nnunet-totalseg-"))
     nnunet_environment(work)
     folder = totalseg_folder(work)

@@ -51,6 +51,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ...errors import InputError
+from ...geometry import index_to_physical_matrix
 from ...progress import CancelToken, ProgressCallback, report
 from ._inputs import Point, array_of, checked_float_image, image_like, seed_indices
 from .cleanup import as_mask, check_result, component_containing
@@ -254,8 +255,10 @@ class SnakeSession:
         """The fitted ridge ellipse as a mask on the input grid: pixels whose centres lie inside it."""
         size = self.input_image.GetSize()
         index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in size], indexing="ij"), axis=-1)
-        points = _index_to_physical(self.input_image, index.reshape(-1, len(size)))
-        working = _physical_to_index(self.image, points)[:, ::-1].T  # numpy (row, column) order
+        # input-grid index -> working-grid index (homogeneous matrices of both grids)
+        to_working = np.linalg.inv(index_to_physical_matrix(self.image)) @ index_to_physical_matrix(self.input_image)
+        flat = index.reshape(-1, len(size))
+        working = (flat @ to_working[:-1, :-1].T + to_working[:-1, -1])[:, ::-1].T  # numpy (row, column) order
         inside = self._prior.normalised_radius(working) <= 1.0
         return image_like(inside.reshape(size).T.astype(np.uint8), self.input_image)
 
@@ -657,20 +660,6 @@ class SnakeSession:
         norm = np.sqrt(sum(c * c for c in central)) + 1e-8
         kappa = sum(np.gradient(c / norm, s, axis=a) for a, c, s in zip(self._axes, central, steps))
         return speed, p.smoothness * kappa * norm
-
-
-def _index_to_physical(image: sitk.Image, index: np.ndarray) -> np.ndarray:
-    """Physical points of continuous indices (rows of ``index`` in image i, j, k order)."""
-    dimension = image.GetDimension()
-    matrix = np.array(image.GetDirection()).reshape(dimension, dimension) * np.array(image.GetSpacing())
-    return index @ matrix.T + np.array(image.GetOrigin())
-
-
-def _physical_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
-    """Continuous indices (i, j, k order) of physical points (rows)."""
-    dimension = image.GetDimension()
-    matrix = np.array(image.GetDirection()).reshape(dimension, dimension) * np.array(image.GetSpacing())
-    return np.linalg.solve(matrix, (points - np.array(image.GetOrigin())).T).T
 
 
 def _check_options(*, shape: str, model: str, feature: str, expansion, smoothness, edge_attraction: float,

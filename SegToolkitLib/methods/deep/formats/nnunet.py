@@ -643,7 +643,7 @@ def predict_nnunet(model: NnunetModel, images: sitk.Image | Sequence[sitk.Image]
     del case.data
     report(progress, 0.86, "resampling to the input grid", cancel)
     if logits is not None:  # a resampling that cannot go band by band: all at once, as nnU-Net
-        grid(lambda index, lo, hi: logits[index, lo:hi], logits.shape[1])
+        grid.take_whole(logits)
         del logits
     labels, probs = grid.result(case, model)
     labels = apply_postprocessing(labels, model, largest_component)
@@ -713,6 +713,10 @@ class InputGridLabels:
         self.next = max(self.next, end)
         return int(self.low[self.next]) if self.next < self.shape[0] else final
 
+    def take_whole(self, logits: np.ndarray) -> None:
+        """All output rows from whole working-grid logits ``(classes, *working shape)``."""
+        self(lambda index, lo, hi: logits[index, lo:hi], logits.shape[1])
+
     def _make(self, rows: Callable, first: int, last: int) -> None:
         lo, hi = (int(self.low[first]), int(self.high[last - 1]) + 1) if self.streams else (0, self.source_shape[0])
         best = None
@@ -776,7 +780,7 @@ def logits_to_input_grid(model: NnunetModel, logits: np.ndarray, case: Preproces
     """Labels (and softmax probabilities when asked) on the input array grid from whole working-grid logits
     (see :class:`InputGridLabels`)."""
     sink = InputGridLabels(model, case, logits.shape[1:], probabilities, cancel)
-    sink(lambda index, lo, hi: logits[index, lo:hi], logits.shape[1])
+    sink.take_whole(logits)
     return sink.result(case, model)
 
 
