@@ -464,6 +464,24 @@ def ellipse_circumference(semi_major: float, semi_minor: float) -> float:
     return float(math.pi * total * (1.0 + 3.0 * h / (10.0 + math.sqrt(4.0 - 3.0 * h))))
 
 
+def solidity(mask: np.ndarray) -> float:
+    """Pixels of a 2D mask over the pixels whose centres lie in the convex hull of its pixel centres: 1 for a
+    digitally convex region (a pixelated disc or ellipse of any size), lower for a bent, notched or merged one;
+    0 for an empty mask."""
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return 0.0
+    edge = np.argwhere(mask & ~ndimage.binary_erosion(mask)).astype(np.float64)
+    try:
+        hull = ConvexHull(edge)
+    except QhullError:
+        return 1.0  # the centres lie on a line: the hull holds no pixel outside the mask
+    low, high = edge.min(axis=0).astype(int), edge.max(axis=0).astype(int)
+    grid = np.stack(np.meshgrid(*(np.arange(a, b + 1) for a, b in zip(low, high)), indexing="ij"), -1).reshape(-1, 2)
+    inside = np.all(grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
+    return float(min(1.0, area / max(int(np.count_nonzero(inside)), 1)))
+
+
 def perimeter_mm(mask: np.ndarray, spacing: np.ndarray) -> float:
     """Length of the outline (all components and holes) of a 2D mask, in mm (``spacing`` in array order)."""
     return float(sum(np.linalg.norm(np.diff(contour, axis=0) * spacing, axis=1).sum() for contour in outline(mask)))

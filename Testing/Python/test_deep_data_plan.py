@@ -193,6 +193,22 @@ def test_cpu_plan_keeps_thin_structures_four_voxels_across(tmp_path):
     assert thin["fingerprint"]["structure_thickness_voxels"]["2"] <= 4.0
 
 
+def test_scaling_augmentation_widens_to_the_datasets_size_spread(tmp_path):
+    from SegToolkitLib.methods.deep.planning import augmentation_settings, object_size_spread, size_spread
+
+    spread = size_spread({1: [10.0, 20.0, 20.0, 20.0, 40.0], 2: [5.0, 5.0, 5.0]})
+    assert spread["1"][0] == pytest.approx(np.percentile([10, 20, 20, 20, 40], 5) / 20) and spread["2"] == [1, 1]
+    assert augmentation_settings(2)["scale"] == [0.7, 1.4]  # nnU-Net's range at least
+    assert augmentation_settings(2, (0.6, 1.5))["scale"] == [0.6, 1.5]  # heads at 0.6x the median size
+    assert augmentation_settings(2, (0.2, 5.0))["scale"] == [0.5, 2.0]  # within bounds
+    fingerprint = {"structure_size_spread": {"voxels": {"1": [0.55, 1.2]}, "mm": {"1": [0.4, 1.7], "2": [0.9, 2.2]}}}
+    assert object_size_spread(fingerprint, zoomed=True) == (0.55, 1.2)  # every image resampled to one size
+    assert object_size_spread(fingerprint, zoomed=False) == (0.4, 2.2)
+    assert object_size_spread({}, zoomed=False) == (1.0, 1.0)  # plans from before the spread was recorded
+    plan = plan_dataset(load_dataset(write_thick_slice_dataset(tmp_path / "same", wall=6.0)))
+    assert plan["augmentation"]["scale"] == [0.7, 1.4]  # every case the same size: nnU-Net's range
+
+
 def test_field_of_view_rule_needs_constant_size_and_varying_extent():
     assert field_of_view_follows_object([[0.1, 0.1], [0.3, 0.3]], [[800, 540], [800, 540]], 2)
     assert not field_of_view_follows_object([[0.1, 0.1], [0.3, 0.3]], [[800, 540], [300, 200]], 2)  # CT-like crops

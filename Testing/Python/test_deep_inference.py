@@ -187,11 +187,27 @@ def test_shape_priors_come_from_the_training_labels():
     solid[0, 4:6, 4:6] = 2  # label 1 has a hole (filled by label 2); label 2 is one solid piece
     split = np.zeros((1, 12, 12), np.int16)
     split[0, 1:3, 1:3] = split[0, 6:9, 6:9] = 1  # label 1 in two pieces
-    assert shape_priors([_sample(solid)], [0, 1, 2]) == {"largest_component": [1, 2], "fill_holes": [2]}
-    assert shape_priors([_sample(solid), _sample(split)], [0, 1, 2]) == {"largest_component": [2], "fill_holes": [2]}
+    # label 1 is not convex either (its hole), label 2 is a convex square
+    assert shape_priors([_sample(solid)], [0, 1, 2]) == {"largest_component": [1, 2], "fill_holes": [2],
+                                                        "convex": [2]}
+    assert shape_priors([_sample(solid), _sample(split)], [0, 1, 2]) == {"largest_component": [2], "fill_holes": [2],
+                                                                        "convex": [2]}
     sparse = solid.copy()
     sparse[0, 0] = -1  # unannotated voxels: no shape claim at all
-    assert shape_priors([_sample(sparse)], [0, 1, 2]) == {"largest_component": [], "fill_holes": []}
+    assert shape_priors([_sample(sparse)], [0, 1, 2]) == {"largest_component": [], "fill_holes": [], "convex": []}
+
+
+def test_only_2d_labels_convex_in_every_case_are_convex():
+    from SegToolkitLib.methods.deep.training import shape_priors
+
+    disc = (np.hypot(*np.mgrid[-10:11, -10:11]) <= 8).astype(np.int16)[None]
+    bent = np.zeros((1, 21, 21), np.int16)
+    bent[0, 2:18, 2:6] = bent[0, 14:18, 2:18] = 1  # an L: one solid piece, far from convex
+    assert shape_priors([_sample(disc)], [0, 1])["convex"] == [1]
+    assert shape_priors([_sample(disc), _sample(bent)], [0, 1]) == {"largest_component": [1], "fill_holes": [1],
+                                                                   "convex": []}
+    volume = np.concatenate([disc, disc])  # two slices: a 3D case, no 2D convexity claim
+    assert shape_priors([_sample(volume)], [0, 1])["convex"] == []
 
 
 def test_postprocess_follows_the_model_defaults_unless_overridden(model_3d):

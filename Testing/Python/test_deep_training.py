@@ -66,6 +66,60 @@ def test_the_most_certain_component_is_kept_not_the_largest():
     assert np.array_equal(untouched, two_components(0.7, 0.97))
 
 
+def head_beside_placenta(head_p: float, placenta_p: float) -> np.ndarray:
+    """Probabilities (2, 1, 60, 60): a disc of radius 10 at ``head_p`` touching a larger ragged region at
+    ``placenta_p``; above p = 0.5 they form one non-convex region."""
+    rows, columns = np.mgrid[:60, :60]
+    foreground = np.full((1, 60, 60), 0.02, np.float32)
+    foreground[0, 5:30, 5:55] = placenta_p
+    foreground[0, 5:12, 20:40] = 0.02  # a notch: the ragged region is not convex either
+    foreground[0][np.hypot(rows - 40, columns - 30) <= 10] = head_p
+    return np.stack([1 - foreground, foreground])
+
+
+def test_a_convex_class_merged_with_a_neighbour_keeps_its_convex_piece():
+    from SegToolkitLib.measurement.shape import solidity
+
+    merged = head_beside_placenta(0.98, 0.75)
+    assert solidity(merged.argmax(0)[0] == 1) < 0.95
+    keep_most_certain_components(merged, [1], convex=[1])
+    kept = merged.argmax(0)[0] == 1
+    disc = np.hypot(*(np.mgrid[:60, :60] - np.array([40, 30])[:, None, None])) <= 10
+    assert np.array_equal(kept, disc)  # the confident disc, nothing of the ragged region
+    unsplittable = head_beside_placenta(0.75, 0.75)  # no level separates a convex piece: left as predicted
+    keep_most_certain_components(unsplittable, [1], convex=[1])
+    assert np.array_equal(unsplittable, head_beside_placenta(0.75, 0.75))
+    not_convex_class = head_beside_placenta(0.98, 0.75)
+    keep_most_certain_components(not_convex_class, [1], convex=[])
+    assert np.array_equal(not_convex_class, head_beside_placenta(0.98, 0.75))
+
+
+def test_a_convex_class_prefers_a_convex_component_over_a_more_certain_ragged_one():
+    apart = head_beside_placenta(0.9, 0.85)
+    apart[:, 0, 30:32] = [[1.0], [0.0]]  # a gap of background between the head and the ragged region
+    apart[:, 0, 5:30, 5:55] = [[[0.15]], [[0.85]]]
+    apart[:, 0, 5:12, 20:40] = [[[0.98]], [[0.02]]]
+    assert (apart.argmax(0) == 1).sum() > 3 * 314  # the ragged region holds far more certainty than the disc
+    plain = apart.copy()
+    keep_most_certain_components(plain, [1])
+    assert not (plain.argmax(0)[0, 40, 25:35] == 1).any()  # without the prior the ragged region wins
+    keep_most_certain_components(apart, [1], convex=[1])
+    assert (apart.argmax(0)[0, 40, 25:35] == 1).all() and not (apart.argmax(0)[0, 5:29] == 1).any()
+    speck = head_beside_placenta(0.02, 0.85)
+    speck[:, 0, 50:52, 50:52] = [[[0.02]], [[0.98]]]  # a tiny convex speck beside a large ragged region
+    keep_most_certain_components(speck, [1], convex=[1])
+    assert (speck.argmax(0)[0, 20, 10:15] == 1).all() and not (speck.argmax(0)[0, 50:52, 50:52] == 1).any()
+
+
+def test_a_convex_prediction_and_a_3d_volume_are_left_alone():
+    disc = head_beside_placenta(0.98, 0.02)
+    keep_most_certain_components(disc, [1], convex=[1])
+    assert np.array_equal(disc, head_beside_placenta(0.98, 0.02))
+    volume = np.concatenate([head_beside_placenta(0.98, 0.75)] * 2, axis=1)  # (2, 2, 60, 60): two slices
+    keep_most_certain_components(volume, [1], convex=[1])
+    assert np.array_equal(volume, np.concatenate([head_beside_placenta(0.98, 0.75)] * 2, axis=1))
+
+
 def test_partly_known_voxels_are_negatives_of_their_absent_classes():
     """Code 3 + 0b010 (three classes): the voxel is not class 1, and may be class 0 or 2."""
     target = torch.full((1, 4, 4), 3 + 0b010)

@@ -337,3 +337,22 @@ def test_hc18_head_circumference_from_the_fitted_ellipse_and_cut_off_ct_organs(s
     ct = shared_data / "totalsegmentator_ct_examples" / "labels" / "ct_dicom_example.nii.gz"
     rows = {row["label"]: row for row in measure(read_label_map(ct), labels=[1, 5]).rows()}
     assert rows[5]["touches_edge"] and rows[5]["warning"] == "touches the scan's edge: the volume is a lower bound"
+
+
+def test_solidity_of_convex_bent_empty_and_line_regions():
+    from SegToolkitLib.measurement.shape import solidity
+
+    rows, columns = np.mgrid[:41, :41]
+    for radius in (4, 10, 15):
+        assert solidity(np.hypot(rows - 20, columns - 20) <= radius) > 0.99
+    square = np.zeros((20, 20), bool)
+    square[3:15, 3:15] = True
+    assert solidity(square) == pytest.approx(1.0)
+    bent = np.zeros((20, 20), bool)
+    bent[2:18, 2:6] = bent[14:18, 2:18] = True  # an L covers under half of its hull
+    # the hull of the centres: the 16x16 square less the 12+11+...+1 lattice points beyond its cut corner
+    assert solidity(bent) == pytest.approx(bent.sum() / (16 * 16 - 12 * 13 / 2))
+    assert solidity(np.zeros((5, 5), bool)) == 0.0
+    line = np.zeros((5, 9), bool)
+    line[2, 1:8] = True
+    assert solidity(line) == pytest.approx(1.0)

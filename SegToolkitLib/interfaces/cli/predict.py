@@ -48,8 +48,9 @@ def register(subparsers) -> None:
                         help="entropy: normalised entropy of the class probabilities (default); disagreement: "
                              "fraction of the --tta passes whose label differs from the final label")
     parser.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
-                        help="keep the largest component per label (default: the model's choice, made in training "
-                             "for labels that are one piece in every training case)")
+                        help="keep one component per label: the most certain, for a label convex in every 2D "
+                             "training image a convex one (default: the model's choice, made in training for labels "
+                             "that are one piece in every training case; --no-largest-component keeps all)")
     parser.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
                         help="fill holes in every label (default: the model's choice, for labels without holes)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")

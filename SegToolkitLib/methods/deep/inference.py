@@ -24,7 +24,9 @@ MONAI's whole-array sliding window puts them, so the labels inside the body are 
 
 Probabilities are mapped back and reduced to labels slab by slab, so memory stays near the input's own size (2.6 GB
 peak for a 512x512x300 CT). The model's default clean-up (largest component, hole filling per label) comes from its
-training labels (``postprocessing`` in model.json) and works inside each label's bounding box.
+training labels (``postprocessing`` in model.json) and works inside each label's bounding box. Before it, on the
+working grid, a label split into pieces keeps its most certain one; a label that was convex in every 2D training
+label (a fetal head) keeps a convex piece, cut from a region the network merged with a neighbour where needed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import SimpleITK as sitk
 from ...errors import InputError
 from ...io import LabelMap
 from ...io.file_checks import available_memory_bytes
+from ...measurement.shape import solidity
 from ...progress import CancelToken, ProgressCallback, report
 from .backends import (
     BACKENDS,
@@ -66,6 +69,13 @@ OVERLAP = 0.5
 # Converting (about 6 s, cached) costs about 16 fp32 or 32 bf16 windows of the same network: it pays off within
 # the first image or two of that size.
 OPENVINO_MIN_WINDOWS = 16
+# A class whose every training label (2D) is at least this convex (solidity: its pixels over the pixels in the convex
+# hull of their centres) is "convex"; predicted less convex than that, it has been merged with a neighbour, and the
+# largest convex piece at the lowest probability level that splits one off (of at least MIN_PIECE_SHARE of the
+# region) is kept instead.
+CONVEX_SOLIDITY = 0.95
+SPLIT_LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95)
+MIN_PIECE_SHARE = 0.1
 SLAB_VOXELS = 1 << 22  # input-grid voxels resampled at a time when mapping results back
 
 
@@ -179,7 +189,8 @@ def predict(model: DeepModel | Path | str, images: sitk.Image | Sequence[sitk.Im
         final = blended.argmax(0)[None]
         disagreement = 1.0 - np.take_along_axis(vote_fractions, final, 0)[0]
         del vote_fractions, final
-    keep_most_certain_components(blended, _largest_component_indices(model, largest_component))
+    keep_most_certain_components(blended, _largest_component_indices(model, largest_component),
+                                 _convex_indices(model, largest_component))
     report(progress, 0.9, "resampling to the input grid", cancel)
     result = _to_input_grid(model, blended, grid, reference, probabilities, uncertainty, disagreement)
     result.label_map = postprocess(result.label_map, model, largest_component, fill_holes)
@@ -447,7 +458,8 @@ def model_postprocessing(model: DeepModel) -> dict:
     """The model's default clean-up: label values kept as their largest component / with holes filled."""
     settings = model.meta.get("postprocessing", {})
     return {"largest_component": [int(v) for v in settings.get("largest_component", [])],
-            "fill_holes": [int(v) for v in settings.get("fill_holes", [])]}
+            "fill_holes": [int(v) for v in settings.get("fill_holes", [])],
+            "convex": [int(v) for v in settings.get("convex", [])]}
 
 
 def _largest_component_indices(model: DeepModel, largest_component: bool | None) -> list[int]:
@@ -458,18 +470,25 @@ def _largest_component_indices(model: DeepModel, largest_component: bool | None)
     return [model.class_values.index(v) for v in values if v in model.class_values]
 
 
+def _convex_indices(model: DeepModel, largest_component: bool | None) -> list[int]:
+    """Class indices whose training labels were all convex (none when the clean-up is switched off)."""
+    if largest_component is False:
+        return []
+    return [model.class_values.index(v) for v in model_postprocessing(model)["convex"] if v in model.class_values]
+
+
 def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
     """Entropy over the class axis (first) divided by its maximum: 0 = certain, 1 = every class equally likely."""
     clipped = np.clip(probabilities, 1e-8, 1.0)
     return -(clipped * np.log(clipped)).sum(0) / math.log(len(probabilities))
 
 
-def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int]) -> None:
+def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int], convex: Sequence[int] = ()) -> None:
     """On the working grid, before the largest-component clean-up: where a class has several components, keep
     the one with the most certain voxels (sum of 1 - normalised entropy) and hand the others to the next class
     (in place). A large region the network hesitates on (mirrored passes disagree, p ~ 0.7) then loses to a
     smaller confident one, as a placenta beside a small fetal head; keeping the largest would keep the wrong
-    one."""
+    one. Classes in ``convex`` (convex in every training label) get :func:`keep_convex_component` on 2D images."""
     from scipy import ndimage
 
     if not indices:
@@ -478,12 +497,52 @@ def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int]) ->
     certainty = None
     for index in indices:
         components, count = ndimage.label(winners == index)
+        if index in convex and blended.shape[1] == 1 and count:
+            keep_convex_component(blended, index, components, count)
+            continue
         if count < 2:
             continue
         if certainty is None:
             certainty = 1.0 - normalised_entropy(blended)
         scores = ndimage.sum(certainty, components, range(1, count + 1))
         blended[index][(components > 0) & (components != int(np.argmax(scores)) + 1)] = 0.0
+
+
+def keep_convex_component(blended: np.ndarray, index: int, components: np.ndarray, count: int) -> None:
+    """A class convex in every training label (2D): a component clearly less convex than those labels has been
+    merged with a neighbour the network took for the class (a small fetal head joined to a placenta, both above
+    p = 0.5) and is cut down to its convex piece (:func:`convex_piece`) where one splits off; then the most certain
+    convex candidate of at least :data:`MIN_PIECE_SHARE` of the largest component is kept (the most certain of all
+    when there is none), and the rest is handed to the next class (in place)."""
+    certainty = 1.0 - normalised_entropy(blended)
+    largest = max(np.bincount(components.ravel())[1:])
+    candidates = []
+    for label in range(1, count + 1):
+        component = components == label
+        piece = component if solidity(component[0]) >= CONVEX_SOLIDITY else convex_piece(blended[index], component)
+        is_convex = piece is not None and np.count_nonzero(piece) >= MIN_PIECE_SHARE * largest
+        piece = component if piece is None else piece
+        candidates.append((is_convex, float(certainty[piece].sum()), label, piece))
+    keep = max(candidates, key=lambda candidate: candidate[:3])[3]
+    blended[index][(components > 0) & ~keep] = 0.0
+
+
+def convex_piece(probability: np.ndarray, region: np.ndarray) -> np.ndarray | None:
+    """The largest component of ``region`` (one slice) above the lowest of :data:`SPLIT_LEVELS` at which one is
+    convex and holds at least :data:`MIN_PIECE_SHARE` of the region; None when no level gives one."""
+    from scipy import ndimage
+
+    smallest = MIN_PIECE_SHARE * np.count_nonzero(region)
+    for level in SPLIT_LEVELS:
+        components, count = ndimage.label(region & (probability > level))
+        sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+        for label in np.argsort(sizes)[::-1]:
+            if sizes[label] < smallest:
+                break
+            piece = components == label + 1
+            if solidity(np.squeeze(piece, 0) if piece.ndim == 3 else piece) >= CONVEX_SOLIDITY:
+                return piece
+    return None
 
 
 def postprocess(label_map: LabelMap, model: DeepModel, largest_component: bool | None,

@@ -2,7 +2,7 @@
 
 ``model.json`` holds ``format`` / ``format_version``, ``labels`` (value -> name and colour), ``class_values`` (the
 label value of each network output channel), ``channels``, the full ``plan``, the ``network`` specification, a
-``training`` summary, ``postprocessing`` (labels kept as their largest component / hole-filled by default) and,
+``training`` summary, ``postprocessing`` (labels kept as their largest component / hole-filled / convex by default) and,
 for 3D models, ``int8``: the check of the int8 network in ``network-int8.xml`` / ``.bin`` (OpenVINO IR; see
 :mod:`.quantization`).
 Training checkpoints (``checkpoint/``) use the same formats: safetensors + JSON.

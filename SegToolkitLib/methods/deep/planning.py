@@ -35,6 +35,8 @@ MIN_VOXELS_ACROSS = 4.0
 MEMORY_BUDGET_GB = {"cpu": 3.0, "cuda": 8.0}
 FILTERS = {"cpu": (16, 256), "cuda": (32, 320)}
 SAMPLES_PER_CASE = 10000
+SCALE_RANGE = (0.7, 1.4)  # nnU-Net's scaling augmentation ...
+MIN_SCALE, MAX_SCALE = 0.5, 2.0  # ... widened to the dataset's size spread, within these bounds
 # A field of view that follows the object (ultrasound zoomed to the head, screen captures): the physical extent
 # varies at least this much between cases (90th/10th percentile) while the voxel counts stay within this ratio.
 # Such images are resampled to a common size instead of a common spacing, so the object keeps its size in voxels.
@@ -48,13 +50,16 @@ def fingerprint(dataset: Dataset, progress: ProgressCallback | None = None,
     rng = np.random.default_rng(0)
     spacings, sizes, samples = [], [], [[] for _ in dataset.channels]
     thickness: dict[int, list[float]] = {}
+    thickness_mm: dict[int, list[float]] = {}
     for index, case in enumerate(dataset.cases):
         report(progress, index / len(dataset.cases), f"fingerprint {case.name}", cancel)
         images, labels = dataset.load_case(case)
         spacings.append(list(images[0].GetSpacing()))
         sizes.append(list(images[0].GetSize()))
+        finest = min(images[0].GetSpacing()[:2])
         for value, voxels in structure_thickness_voxels(labels, images[0].GetSpacing(), dataset.ignore_label).items():
             thickness.setdefault(value, []).append(voxels)
+            thickness_mm.setdefault(value, []).append(voxels * finest)
         foreground = (labels > 0) & (labels != dataset.ignore_label)
         for channel, image in enumerate(images):
             values = sitk.GetArrayViewFromImage(image)[foreground]
@@ -75,7 +80,20 @@ def fingerprint(dataset: Dataset, progress: ProgressCallback | None = None,
             "median_spacing_xyz": np.median(spacings, axis=0).tolist(),
             "median_size_xyz": np.median(sizes, axis=0).tolist(), "foreground_intensity": stats,
             "structure_thickness_voxels": {str(value): round(float(np.median(values)), 2)
-                                           for value, values in sorted(thickness.items())}}
+                                           for value, values in sorted(thickness.items())},
+            "structure_size_spread": {"voxels": size_spread(thickness), "mm": size_spread(thickness_mm)}}
+
+
+def size_spread(thickness: dict[int, list[float]]) -> dict[str, list[float]]:
+    """Per label, the 5th and 95th percentiles of its per-case thickness over the median: how much smaller and
+    larger than usual the structure comes in this dataset."""
+    spread = {}
+    for value, values in sorted(thickness.items()):
+        median = float(np.median(values))
+        if median > 0:
+            low, high = np.percentile(values, [5, 95]) / median
+            spread[str(value)] = [round(float(low), 3), round(float(high), 3)]
+    return spread
 
 
 def structure_thickness_voxels(labels: np.ndarray, spacing_xyz, ignore_label: int) -> dict[int, float]:
@@ -176,18 +194,30 @@ def make_plan(dataset: Dataset, fingerprint_data: dict, device: str = "cpu", con
         # sliding-window overlap as nnU-Net; CT: only the windows that reach the body are run (air is constant);
         # mirroring TTA by default (as nnU-Net) where it is cheap: 2D (4 passes; 8 for 3D)
         "inference": {"overlap": 0.5, "crop_to_content": dataset.is_ct, "tta": configuration == "2d"},
-        "augmentation": augmentation_settings(axes),
+        "augmentation": augmentation_settings(axes, object_size_spread(fingerprint_data, zoomed)),
         "fingerprint": {key: value for key, value in fingerprint_data.items()
                         if key not in ("spacings_xyz", "sizes_xyz")},
     }
 
 
-def augmentation_settings(axes: int) -> dict:
+def object_size_spread(fingerprint_data: dict, zoomed: bool) -> tuple[float, float]:
+    """The smallest low and largest high size ratio over the labels (``structure_size_spread``), in working voxels:
+    image voxels where every image is resampled to one size, millimetres otherwise; (1, 1) when unknown."""
+    spread = (fingerprint_data.get("structure_size_spread") or {}).get("voxels" if zoomed else "mm") or {}
+    if not spread:
+        return 1.0, 1.0
+    return min(low for low, _ in spread.values()), max(high for _, high in spread.values())
+
+
+def augmentation_settings(axes: int, size_spread: tuple[float, float] = (1.0, 1.0)) -> dict:
     """nnU-Net's augmentation ranges: 2D images in any in-plane orientation (rotation up to 180 degrees), 3D ones
-    tilted by up to 15 degrees; scaling 0.7-1.4, so that objects smaller and larger than in any training image are
-    seen (a small early-pregnancy head beside a large placenta). With bf16 on AMX the time budget buys thousands of
-    steps: without this range the validation Dice stalls after a third of them while the training loss falls."""
-    return {"rotation_degrees": 180.0 if axes == 2 else 15.0, "scale": [0.7, 1.4], "mirror": True,
+    tilted by up to 15 degrees; scaling at least 0.7-1.4, widened (up to 0.5-2.0) where the dataset's structures
+    vary more in size (5th/95th percentile over the median), so that the rare small or large ones (an early-pregnancy
+    head beside a large placenta) are met in training at every size. With bf16 on AMX the time budget buys thousands
+    of steps: without this range the validation Dice stalls after a third of them while the training loss falls."""
+    low = float(np.clip(min(size_spread[0], SCALE_RANGE[0]), MIN_SCALE, SCALE_RANGE[0]))
+    high = float(np.clip(max(size_spread[1], SCALE_RANGE[1]), SCALE_RANGE[1], MAX_SCALE))
+    return {"rotation_degrees": 180.0 if axes == 2 else 15.0, "scale": [round(low, 3), round(high, 3)], "mirror": True,
             "gamma": [0.7, 1.5], "brightness": 0.15, "contrast": 0.25, "noise_std": 0.1, "elastic": False,
             "probability": 0.3}
 

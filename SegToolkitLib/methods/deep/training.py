@@ -23,6 +23,7 @@ from ...progress import CancelToken, ProgressCallback, report, scaled
 from .augmentation import augment
 from .backends import bf16_supported, resolve_device
 from .dataset import Dataset, load_dataset
+from .inference import CONVEX_SOLIDITY
 from .model_package import (
     MODEL_JSON,
     load_checkpoint,
@@ -235,13 +236,18 @@ def mark_known_absent(classes: np.ndarray, case, labels: np.ndarray, reference, 
 
 def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
     """Label values that are one connected piece (resp. have no holes) in every training case that holds them: the
-    model's default clean-up at prediction. Cases with unannotated voxels say nothing about shape and veto both."""
+    model's default clean-up at prediction. On 2D images, the single-piece values that are also convex in every
+    case (solidity >= :data:`CONVEX_SOLIDITY`) are listed as ``convex``. Cases with unannotated voxels say nothing
+    about shape and veto all three."""
     from scipy import ndimage
 
+    from ...measurement.shape import solidity
+
     single, solid = set(class_values[1:]), set(class_values[1:])
+    convex = set(class_values[1:])
     for sample in samples:
         if ((sample.labels < 0) | (sample.labels >= len(class_values))).any():  # unannotated or partly annotated
-            return {"largest_component": [], "fill_holes": []}
+            return {"largest_component": [], "fill_holes": [], "convex": []}
         for index, value in enumerate(class_values[1:], start=1):
             mask = np.squeeze(sample.labels == index)
             if not mask.any():
@@ -250,7 +256,9 @@ def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
                 single.discard(value)
             if (ndimage.binary_fill_holes(mask) != mask).any():
                 solid.discard(value)
-    return {"largest_component": sorted(single), "fill_holes": sorted(solid)}
+            if mask.ndim != 2 or solidity(mask) < CONVEX_SOLIDITY:
+                convex.discard(value)
+    return {"largest_component": sorted(single), "fill_holes": sorted(solid), "convex": sorted(convex & single)}
 
 
 def _subsample(coordinates: np.ndarray, rng: np.random.Generator, limit: int = 5000) -> np.ndarray:
