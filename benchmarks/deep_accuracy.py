@@ -15,6 +15,7 @@ Every run prints the CPU (and its AMX flags), the load average before and after 
 the wall time, so numbers can be attributed to a machine and to how busy it was.
 
 Usage: python benchmarks/deep_accuracy.py [hc18|sunnybrook|all] [--time-budget MIN] [--threads N] [--work DIR]
+       [--folds 0,1,2,3,4]  (HC18: five models, every public image scored by the one that never saw it)
 (a finished model already in --work is scored again without retraining)
 """
 
@@ -86,7 +87,8 @@ def machine() -> dict:
     return {"cpu": model, "amx": amx, "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
-def train_model(dataset, work: Path, name: str, minutes: float, network: str) -> tuple[Path, dict, float]:
+def train_model(dataset, work: Path, name: str, minutes: float, network: str, fold: int = 0
+                ) -> tuple[Path, dict, float]:
     """Train ``work/name`` with the time budget, or reuse the finished model there (the scoring is then redone)."""
     from SegToolkitLib.methods.deep.training import TrainingOptions, train
     from SegToolkitLib.progress import ConsoleProgress
@@ -99,7 +101,8 @@ def train_model(dataset, work: Path, name: str, minutes: float, network: str) ->
     print(f"{name}: training starts, {json.dumps(machine())}", flush=True)
     start = time.perf_counter()
     with ConsoleProgress(f"train {name}") as bar:
-        summary = train(dataset, model_dir, options=TrainingOptions(network=network, time_budget_minutes=minutes),
+        summary = train(dataset, model_dir, options=TrainingOptions(network=network, time_budget_minutes=minutes,
+                                                               fold=fold),
                         progress=bar)
     seconds = time.perf_counter() - start
     print(f"{name}: training took {seconds:.0f} s wall, {summary['iterations']} steps, load average after "
@@ -107,21 +110,46 @@ def train_model(dataset, work: Path, name: str, minutes: float, network: str) ->
     return model_dir, summary, seconds
 
 
-def hc18(data: Path, work: Path, minutes: float, network: str) -> dict:
+def hc18(data: Path, work: Path, minutes: float, network: str, folds: list[int] | None = None) -> dict:
+    """Train and score each fold (default fold 0 only); with several folds the held-out images of all of them are
+    also pooled, so that with all five every public image is scored by a model that never trained on it."""
     from SegToolkitLib.methods.deep.dataset import load_dataset
-    from SegToolkitLib.methods.deep.inference import predict
-    from SegToolkitLib.methods.deep.model_package import load_model
 
     folder = data / "hc18_fetal_head_ultrasound"
     dataset = load_dataset(folder)
-    model_dir, summary, seconds = train_model(dataset, work, "hc18", minutes, network)
     meta = {case["case"]: case for case in json.loads((folder / "dataset.json").read_text())["cases"]}
+    pooled: dict[str, tuple[list, list, list]] = {"default": ([], [], []), "single_pass": ([], [], [])}
+    per_image: dict[str, tuple[float, float]] = {}
+    report: dict = {"dataset": "hc18", "targets": {"dice_mean": 0.965, "dice_min": 0.80, "hc_abs_error_mm_median": 2.0},
+                    "folds": {}}
+    for fold in folds or [0]:
+        name = "hc18" if fold == 0 else f"hc18_fold{fold}"
+        model_dir, summary, seconds = train_model(dataset, work, name, minutes, network, fold)
+        scores, fold_report = score_hc18_model(dataset, meta, model_dir, summary, per_image)
+        fold_report["train_minutes"] = round(seconds / 60, 1)
+        report["folds"][fold] = fold_report
+        for mode, lists in scores.items():
+            for pooled_list, fold_list in zip(pooled[mode], lists):
+                pooled_list.extend(fold_list)
+        print(f"{name}: {json.dumps(fold_report)}", flush=True)
+    report["held_out_images"] = len(per_image)
+    for mode, lists in pooled.items():
+        report[mode] = hc18_summary(*lists)
+    # the images that cost the most (Dice, signed HC error in mm), for the outlier list in RESULTS.md
+    report["worst_images"] = dict(sorted(per_image.items(), key=lambda item: item[1][0])[:5])
+    return report
+
+
+def score_hc18_model(dataset, meta: dict, model_dir: Path, summary: dict, per_image: dict) -> tuple[dict, dict]:
+    """Dice and HC errors (raw and on the drawn line's centre) of one fold's model on its held-out images, with
+    the model's default (mirroring TTA for 2D models, as nnU-Net) and a single pass."""
+    from SegToolkitLib.methods.deep.inference import predict
+    from SegToolkitLib.methods.deep.model_package import load_model
+
     model = load_model(model_dir)
     offset_px = outline_offset_px(dataset, summary["train_cases"], meta)
-    # the model's default (mirroring TTA for 2D models, as nnU-Net) and a single pass
-    scores = {"default": ([], [], []), "single_pass": ([], [], [])}
-    per_image = {}
-    for name in summary["validation_cases"]:  # fold 0: never used for gradient steps
+    scores: dict[str, tuple[list, list, list]] = {"default": ([], [], []), "single_pass": ([], [], [])}
+    for name in summary["validation_cases"]:  # the fold's held-out images: never used for gradient steps
         case = next(c for c in dataset.cases if c.name == name)
         image = sitk.ReadImage(str(case.images[0]))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))) > 0
@@ -135,19 +163,18 @@ def hc18(data: Path, work: Path, minutes: float, network: str) -> dict:
             centred.append(on_line_centre_mm(semi_major, semi_minor, offset_px * image.GetSpacing()[0]) - official)
             if mode == "default":
                 per_image[name] = (round(dices[-1], 3), round(errors[-1], 1))
-    report = {"dataset": "hc18", "train_minutes": round(seconds / 60, 1), "iterations": summary["iterations"],
-              "target_size": model.plan.get("target_size"), "target_spacing": model.plan["target_spacing"],
-              "held_out_images": len(summary["validation_cases"]),
-              "targets": {"dice_mean": 0.965, "dice_min": 0.80, "hc_abs_error_mm_median": 2.0},
-              "masks_outline_offset_px": round(offset_px, 3)}
-    for mode, (dices, errors, centred) in scores.items():
-        report[mode] = {"dice_mean": round(float(np.mean(dices)), 4), "dice_median": round(float(np.median(dices)), 4),
-                        "worst_dice": sorted(round(d, 3) for d in dices)[:3],
-                        "images_below_0.80": sum(d < 0.80 for d in dices),
-                        **hc_error_summary(errors, ""), **hc_error_summary(centred, "_line_centre")}
-    # the images that cost the most (Dice, signed HC error in mm), for the outlier list in RESULTS.md
-    report["worst_images"] = dict(sorted(per_image.items(), key=lambda item: item[1][0])[:5])
-    return report
+    fold_report = {"iterations": summary["iterations"], "target_size": model.plan.get("target_size"),
+                   "target_spacing": model.plan["target_spacing"], "held_out_images": len(summary["validation_cases"]),
+                   "masks_outline_offset_px": round(offset_px, 3)}
+    fold_report.update({mode: hc18_summary(*lists) for mode, lists in scores.items()})
+    return scores, fold_report
+
+
+def hc18_summary(dices: list[float], errors: list[float], centred: list[float]) -> dict:
+    """Dice and HC error summary of a list of held-out images."""
+    return {"dice_mean": round(float(np.mean(dices)), 4), "dice_median": round(float(np.median(dices)), 4),
+            "worst_dice": sorted(round(d, 3) for d in dices)[:3], "images_below_0.80": sum(d < 0.80 for d in dices),
+            **hc_error_summary(errors, ""), **hc_error_summary(centred, "_line_centre")}
 
 
 def sunnybrook(data: Path, work: Path, minutes: float, network: str) -> dict:
@@ -186,6 +213,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--network", default="dynunet")
     parser.add_argument("--work", type=Path, help="folder for the trained models (default: a temporary one)")
+    parser.add_argument("--folds", default="0", help="HC18: comma-separated folds of five to train and score "
+                        "(default 0; 0,1,2,3,4 scores every public image with a model that never trained on it)")
     args = parser.parse_args()
     import torch
 
@@ -195,7 +224,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     runs = {"hc18": hc18, "sunnybrook": sunnybrook}
     for name in (["hc18", "sunnybrook"] if args.which == "all" else [args.which]):
-        result = runs[name](data, work, args.time_budget, args.network)
+        extra = {"folds": [int(f) for f in args.folds.split(",")]} if name == "hc18" else {}
+        result = runs[name](data, work, args.time_budget, args.network, **extra)
         result["threads"] = args.threads
         result["machine"] = machine()
         print(json.dumps(result), flush=True)
