@@ -53,8 +53,8 @@ def outline_offset_px(dataset, names: list[str], meta: dict) -> float:
     from SegToolkitLib.io.label_map import LabelMap
     from SegToolkitLib.io.labels import LabelTable
 
-    offsets = []
-    for case in (c for c in dataset.cases if c.name in set(names)):
+    offsets, training = [], set(names)
+    for case in (c for c in dataset.cases if c.name in training):
         label = sitk.ReadImage(str(case.label))
         circumference, _, _ = measured_ellipse_mm(LabelMap(label, LabelTable()))
         official = meta[case.name]["reference_head_circumference_mm"]
@@ -206,6 +206,17 @@ def sunnybrook(data: Path, work: Path, minutes: float, network: str) -> dict:
             "targets": {"blood_pool": 0.92, "myocardium": 0.80}}
 
 
+def fold_list(text: str) -> list[int]:
+    """``--folds``: comma-separated folds of five (0-4)."""
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        folds = []
+    if not folds or any(not 0 <= fold <= 4 for fold in folds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated folds between 0 and 4, e.g. 0,1,2,3,4")
+    return folds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all", choices=("hc18", "sunnybrook", "all"))
@@ -213,8 +224,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--network", default="dynunet")
     parser.add_argument("--work", type=Path, help="folder for the trained models (default: a temporary one)")
-    parser.add_argument("--folds", default="0", help="HC18: comma-separated folds of five to train and score "
-                        "(default 0; 0,1,2,3,4 scores every public image with a model that never trained on it)")
+    parser.add_argument("--folds", type=fold_list, default=[0],
+                        help="HC18: comma-separated folds of five to train and score (default 0; 0,1,2,3,4 scores "
+                             "every public image with a model that never trained on it)")
     args = parser.parse_args()
     import torch
 
@@ -224,7 +236,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     runs = {"hc18": hc18, "sunnybrook": sunnybrook}
     for name in (["hc18", "sunnybrook"] if args.which == "all" else [args.which]):
-        extra = {"folds": [int(f) for f in args.folds.split(",")]} if name == "hc18" else {}
+        extra = {"folds": args.folds} if name == "hc18" else {}
         result = runs[name](data, work, args.time_budget, args.network, **extra)
         result["threads"] = args.threads
         result["machine"] = machine()

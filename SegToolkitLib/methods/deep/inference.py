@@ -497,24 +497,26 @@ def keep_most_certain_components(blended: np.ndarray, indices: Sequence[int], co
     certainty = None
     for index in indices:
         components, count = ndimage.label(winners == index)
-        if index in convex and blended.shape[1] == 1 and count:
-            keep_convex_component(blended, index, components, count)
-            continue
-        if count < 2:
+        convex_2d = index in convex and blended.shape[1] == 1
+        if count < (1 if convex_2d else 2):
             continue
         if certainty is None:
             certainty = 1.0 - normalised_entropy(blended)
+        if convex_2d:
+            keep_convex_component(blended, index, components, count, certainty)
+            continue
         scores = ndimage.sum(certainty, components, range(1, count + 1))
         blended[index][(components > 0) & (components != int(np.argmax(scores)) + 1)] = 0.0
 
 
-def keep_convex_component(blended: np.ndarray, index: int, components: np.ndarray, count: int) -> None:
+def keep_convex_component(blended: np.ndarray, index: int, components: np.ndarray, count: int,
+                          certainty: np.ndarray) -> None:
     """A class convex in every training label (2D): a component clearly less convex than those labels has been
     merged with a neighbour the network took for the class (a small fetal head joined to a placenta, both above
     p = 0.5) and is cut down to its convex piece (:func:`convex_piece`) where one splits off; then the most certain
     convex candidate of at least :data:`MIN_PIECE_SHARE` of the largest component is kept (the most certain of all
-    when there is none), and the rest is handed to the next class (in place)."""
-    certainty = 1.0 - normalised_entropy(blended)
+    when there is none), and the rest is handed to the next class (in place). ``certainty``: 1 - normalised
+    entropy of ``blended``."""
     largest = max(np.bincount(components.ravel())[1:])
     candidates = []
     for label in range(1, count + 1):

@@ -256,7 +256,7 @@ def shape_priors(samples: list[_Sample], class_values: list[int]) -> dict:
                 single.discard(value)
             if (ndimage.binary_fill_holes(mask) != mask).any():
                 solid.discard(value)
-            if mask.ndim != 2 or solidity(mask) < CONVEX_SOLIDITY:
+            if value in convex and (mask.ndim != 2 or solidity(mask) < CONVEX_SOLIDITY):
                 convex.discard(value)
     return {"largest_component": sorted(single), "fill_holes": sorted(solid), "convex": sorted(convex & single)}
 
